@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import write_glue
+from .conftest import write_glue
 from mft_engine.data import load_data, load_embedded, load_task, read_glue_split, sources
 from mft_engine.errors import ConfigError, DataNotFoundError
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import write_glue
+from .conftest import write_glue
 from mft_engine.data import find_task_dir, load_task, read_glue_file, read_glue_split
 from mft_engine.errors import DataError, DataNotFoundError, MftError
 

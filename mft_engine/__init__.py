@@ -1,0 +1,22 @@
+"""mft_engine: find and remove the parameters of a fine-tuned transformer classifier that hurt it.
+
+The public API lives here. Importing mft_engine loads the C++ extension `mft_engine._C` (which registers
+the `torch.ops.mft.*` operators) and fails loudly if it is missing: rebuild with
+`pip install --no-build-isolation -e .`.
+"""
+__version__ = "0.1.0"
+
+from . import ops  # noqa: E402  (loads _C; an ImportError here means the extension was not built)
+from .collect import Batch, GradientState, collect_gradients  # noqa: E402
+from .config import RunConfig  # noqa: E402
+from .errors import (ConfigError, DataError, MaskMismatchError, MftError, ModelError, NonFiniteError,  # noqa: E402
+                     ResumeError)
+from .experiments import run_study  # noqa: E402
+from .masking import Mask, Selection, detrimental_mask, eligible_parameters, random_mask, select_detrimental  # noqa: E402
+from .models import load_model  # noqa: E402
+
+__all__ = [
+    "Batch", "ConfigError", "DataError", "GradientState", "Mask", "MaskMismatchError", "MftError", "ModelError",
+    "NonFiniteError", "ResumeError", "RunConfig", "Selection", "collect_gradients", "detrimental_mask",
+    "eligible_parameters", "load_model", "ops", "random_mask", "run_study", "select_detrimental",
+]

@@ -1,0 +1,251 @@
+"""The `mft` command: a thin shell over experiments/ and the public API.
+
+Bad input (any MftError) prints one line `mft: error: ...` and exits 2, with no traceback.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from .config import RunConfig, field_help
+from .errors import ConfigError, MftError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="mft_engine: find, remove and judge the parameters of a fine-tuned classifier.")
+
+
+def _h(name: str) -> str:
+    return field_help(RunConfig, name)
+
+
+class RichProgress:
+    """Progress on a rich bar with rate and ETA (stderr), one task per phase."""
+
+    def __init__(self, quiet: bool):
+        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+
+        self.quiet = quiet
+        self.bar = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"),
+                            TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+                            console=Console(stderr=True), disable=quiet, transient=False)
+        self.task = None
+
+    def __enter__(self):
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.stop()
+
+    def phase(self, name: str, total: int | None = None) -> None:
+        self.task = self.bar.add_task(name, total=total, rate="", info="")
+
+    def advance(self, n: int = 1, **info: Any) -> None:
+        if self.task is None:
+            return
+        self.bar.advance(self.task, n)
+        t = self.bar.tasks[-1]
+        rate = f"{t.speed:.1f}/s" if t.speed else ""
+        extra = "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items())
+        self.bar.update(self.task, rate=rate, info=extra)
+
+    def done(self) -> None:
+        if self.task is not None:
+            t = self.bar.tasks[-1]
+            if t.total is not None and t.completed < t.total:
+                self.bar.update(self.task, completed=t.total)
+        self.task = None
+
+
+@app.command()
+def run(
+    model: Optional[str] = typer.Option(None, help=_h("model")),
+    task: Optional[str] = typer.Option(None, help=_h("task")),
+    data_dir: Optional[str] = typer.Option(None, help=_h("data_dir")),
+    samples: Optional[int] = typer.Option(None, help=_h("samples")),
+    batch_size: Optional[int] = typer.Option(None, help=_h("batch_size")),
+    lr: Optional[float] = typer.Option(None, help=_h("lr")),
+    fraction: Optional[str] = typer.Option(None, help=_h("fraction") + " (comma-separated)"),
+    rank_by: Optional[str] = typer.Option(None, help=_h("rank_by")),
+    exclude: Optional[str] = typer.Option(None, help=_h("exclude")),
+    reduction: Optional[str] = typer.Option(None, help=_h("reduction")),
+    sample_order: Optional[str] = typer.Option(None, help=_h("sample_order")),
+    keep_last: Optional[bool] = typer.Option(None, "--keep-last/--drop-last", help=_h("keep_last")),
+    precision: Optional[str] = typer.Option(None, help=_h("precision")),
+    literal: Optional[bool] = typer.Option(None, "--literal/--algebraic", help=_h("literal")),
+    eval_mode: Optional[bool] = typer.Option(None, "--eval-mode/--train-mode", help=_h("eval_mode")),
+    seed: Optional[int] = typer.Option(None, help=_h("seed")),
+    max_length: Optional[int] = typer.Option(None, help=_h("max_length")),
+    checkpoint_every: Optional[int] = typer.Option(None, help=_h("checkpoint_every")),
+    out: Optional[str] = typer.Option(None, help=_h("out")),
+    state: Optional[str] = typer.Option(None, help=_h("state")),
+    control: Optional[bool] = typer.Option(None, "--control/--no-control", help=_h("control")),
+    text_column: Optional[str] = typer.Option(None, help=_h("text_column")),
+    text_pair_column: Optional[str] = typer.Option(None, help=_h("text_pair_column")),
+    label_column: Optional[str] = typer.Option(None, help=_h("label_column")),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of config fields; flags override it"),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="continue an interrupted run from its .partial folder"),
+    json_out: bool = typer.Option(False, "--json", help="print results.json's headline figures as one JSON object"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+) -> None:
+    """The BERT-MFT study: evaluate, collect gradients on N samples, zero the top detrimental fraction,
+    evaluate again, and a random control. Writes results/mft_<timestamp>/."""
+    from .experiments import run_study
+
+    given = {k: v for k, v in locals().items()
+             if k not in ("config", "resume", "json_out", "quiet", "run_study") and v is not None}
+    if resume is not None:
+        saved = resume / "config.json"
+        if not saved.is_file():
+            raise ConfigError(f"--resume {resume} is not an interrupted mft run folder (no config.json in it)")
+        base = json.loads(saved.read_text())
+        conflicts = {k: v for k, v in given.items() if k in base and k != "fraction" and base[k] != v}
+        if conflicts:
+            raise MftResumeConflict(resume, conflicts)
+        cfg = RunConfig.from_dict({**base, **given})
+    elif config is not None:
+        cfg = RunConfig.from_yaml(config, given)
+    else:
+        cfg = RunConfig(**given)
+    with RichProgress(quiet or json_out) as progress:
+        result = run_study(cfg, progress, resume=resume,
+                           on_folder=lambda p: (p / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2)))
+    rec = result.record
+    if json_out:
+        print(json.dumps({"out_dir": str(result.out_dir), "before": _brief(rec["before"]), "counts": rec["counts"],
+                          "fractions": [{**{k: f[k] for k in ("fraction", "k", "threshold_score", "n_tied_at_threshold")},
+                                         "after": _brief(f["after"]),
+                                         **({"control": _brief(f["control"])} if "control" in f else {})}
+                                        for f in rec["fractions"]],
+                          "timings": rec["timings"]}))
+    elif not quiet:
+        print((result.out_dir / "summary.txt").read_text())
+        print(f"results: {result.out_dir}")
+
+
+def MftResumeConflict(resume: Path, conflicts: dict) -> MftError:
+    from .errors import ResumeError
+
+    what = ", ".join(f"--{k.replace('_', '-')}" for k in conflicts)
+    return ResumeError(f"--resume {resume} was started with another configuration ({what} differ)")
+
+
+def _brief(m: dict) -> dict:
+    return {k: m[k] for k in ("accuracy", "precision", "recall", "f1", "mcc", "pearson", "spearman") if k in m}
+
+
+@app.command()
+def export(
+    results_dir: Path = typer.Argument(..., help="an mft run results folder"),
+    out_dir: Path = typer.Argument(..., help="where to write the masked Hugging Face checkpoint"),
+    fraction: Optional[float] = typer.Option(None, help="which fraction's mask (needed when the run had several)"),
+) -> None:
+    """Write the masked model of a run as a Hugging Face checkpoint folder (loads with --model OUT_DIR)."""
+    from .export import export_masked
+
+    path = export_masked(results_dir, out_dir, fraction)
+    print(f"wrote {path}")
+
+
+bench_app = typer.Typer(help="Benchmarks: ratios measured side by side in one run, the CPU named.")
+app.add_typer(bench_app, name="bench")
+
+
+def _print_bench(data: dict, json_out: bool) -> None:
+    if json_out:
+        print(json.dumps(data))
+        return
+    for k, v in data.items():
+        if isinstance(v, dict):
+            v = ", ".join(f"{a}={b}" for a, b in v.items())
+        elif isinstance(v, float):
+            v = f"{v:.4g}"
+        print(f"{k:<30} {v}")
+
+
+@bench_app.command("zeroing")
+def bench_zeroing(
+    model: str = typer.Option("bert-base-random", help="bert-base-random | bert-tiny-random"),
+    fraction: float = typer.Option(0.1, help="fraction of detrimental eligible parameters to zero"),
+    repeats: int = typer.Option(3, help="runs per formulation (median reported)"),
+    compiled: bool = typer.Option(True, "--compiled/--no-compiled", help="include the torch.compile formulation"),
+    heap: bool = typer.Option(True, "--heap/--no-heap", help="include the original's heap (1/100 subset, scaled)"),
+    json_out: bool = typer.Option(False, "--json", help="one JSON object on stdout"),
+) -> None:
+    """Test + select + zero on a model's shapes: fused ops vs torch.topk, torch.compile, the original's heap,
+    and the read bound."""
+    from .bench.zeroing import run as run_zeroing
+
+    if model not in ("bert-base-random", "bert-tiny-random"):
+        raise ConfigError(f"--model {model} must be bert-base-random or bert-tiny-random for bench zeroing")
+    _print_bench(run_zeroing(model, fraction, repeats=repeats, compiled=compiled, heap=heap), json_out)
+
+
+@bench_app.command("collect")
+def bench_collect(
+    model: str = typer.Option("minilm", help=_h("model")),
+    task: str = typer.Option("sst2", help=_h("task")),
+    data_dir: Optional[str] = typer.Option(None, help=_h("data_dir")),
+    samples: int = typer.Option(512, help="sentences (first N rows)"),
+    reduction: str = typer.Option("batch-sum", help=_h("reduction")),
+    precision: str = typer.Option("fp32", help="fp32 | bf16 (adds the bf16 engine and its mask Jaccard)"),
+    repeats: int = typer.Option(3, help="runs per loop (median reported)"),
+    profile: bool = typer.Option(False, "--profile", help="print a torch.profiler table of one engine run"),
+    json_out: bool = typer.Option(False, "--json", help="one JSON object on stdout"),
+) -> None:
+    """Collection samples/s: engine vs the original's loop vs a plain eager loop, and the matmul peak."""
+    from .bench import collect as bc
+
+    RunConfig(model=model, task=task, samples=samples, reduction=reduction, precision=precision)
+    if profile:
+        print(bc.profile(model, min(samples, 128), reduction))
+        return
+    _print_bench(bc.run(model, task, samples, reduction, precision, repeats, data_dir), json_out)
+
+
+@app.command()
+def info(json_out: bool = typer.Option(False, "--json", help="one JSON object")) -> None:
+    """Versions, threads, CPU features and the active kernel path."""
+    from .report import machine_info, versions
+
+    data = {**versions(), **machine_info()}
+    if json_out:
+        print(json.dumps(data))
+        return
+    for k, v in data.items():
+        print(f"{k:<16} {', '.join(v) if isinstance(v, list) else v}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: runs the Typer app, turning MftError into one line on stderr and exit code 2."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except MftError as e:
+        print(f"mft: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mft: interrupted; an interrupted run's .partial folder can be continued with --resume", file=sys.stderr)
+        return 130
+    except SystemExit as e:
+        return int(e.code or 0) if not isinstance(e.code, str) else 2
+    except Exception as e:  # click's usage errors
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            return 2
+        if isinstance(e, click.exceptions.Abort):
+            return 130
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""One collection pass: forward + backward per batch, no weight update, fused accumulation.
+
+A *batch* here is the unit that defines g: under `batch-sum` one fixed batch of the study (its loss is
+the mean over its samples), under `mean` a group of samples whose summed loss is divided by N. The
+engine may split a batch into length-homogeneous *parts* to cut padding; the parts' losses are summed
+with the batch's own denominator, so the batch's gradient is the same up to float rounding (and, in
+train mode, up to which dropout masks are drawn).
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+
+from .. import ops
+from .state import GradientState
+
+
+@dataclass
+class Batch:
+    """One gradient batch: its parts (HF-style dicts of tensors with `labels`) and its loss denominator.
+
+    The batch's loss is Σ over its samples of ℓ_i / `denominator` (batch-sum: the batch size; mean: N).
+    """
+
+    parts: list[dict[str, torch.Tensor]]
+    denominator: float
+    size: int = field(default=0)
+
+    def __post_init__(self) -> None:
+        if not self.size:
+            self.size = sum(int(p["labels"].shape[0]) for p in self.parts)
+
+
+class _ActivationStats:
+    """Forward pre-hooks on every nn.Linear: Σ x_j² over real (non-padding) tokens and their count."""
+
+    def __init__(self, model: torch.nn.Module, act_sq: dict[str, torch.Tensor], act_tokens: dict[str, int]):
+        self.act_sq = act_sq
+        self.act_tokens = act_tokens
+        self.mask: torch.Tensor | None = None
+        self.handles = []
+        for name, mod in model.named_modules():
+            if isinstance(mod, torch.nn.Linear):
+                act_sq.setdefault(name, torch.zeros(mod.in_features, dtype=torch.float64))
+                act_tokens.setdefault(name, 0)
+                self.handles.append(mod.register_forward_pre_hook(self._hook(name)))
+
+    def _hook(self, name: str) -> Callable:
+        def hook(_mod, inputs):
+            x = inputs[0].detach()
+            x2 = x.float().square()
+            if x.dim() == 3 and self.mask is not None and self.mask.shape == x.shape[:2]:
+                m = self.mask.to(x2.dtype).reshape(1, -1)
+                s = (m @ x2.reshape(-1, x2.shape[-1])).reshape(-1)
+                n = int(self.mask.sum())
+            else:  # pooled inputs (pooler, classifier): one real row per sample
+                x2 = x2.reshape(-1, x2.shape[-1])
+                s = x2.sum(0)
+                n = x2.shape[0]
+            self.act_sq[name] += s.double()
+            self.act_tokens[name] += n
+        return hook
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def batch_loss_sum(model: torch.nn.Module, part: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Σ over the part's samples of the per-sample loss (cross-entropy; MSE for one-output regression)."""
+    inputs = {k: v for k, v in part.items() if k != "labels"}
+    logits = model(**inputs).logits
+    labels = part["labels"]
+    if logits.shape[-1] == 1 and labels.is_floating_point():
+        return F.mse_loss(logits.squeeze(-1).float(), labels.float(), reduction="sum")
+    return F.cross_entropy(logits.float(), labels, reduction="sum")
+
+
+def collect_gradients(
+    model: torch.nn.Module,
+    batches: Iterable[Batch | dict[str, torch.Tensor]],
+    *,
+    state: GradientState | None = None,
+    train_mode: bool = True,
+    precision: str = "fp32",
+    activation_stats: bool = True,
+    skip: int = 0,
+    on_batch: Callable[[int, float], None] | None = None,
+    checkpoint: Callable[[GradientState, int], None] | None = None,
+    checkpoint_every: int = 0,
+    meta: dict | None = None,
+) -> GradientState:
+    """Run forward/backward over `batches` without updating weights; return the summed statistics.
+
+    `batches` yields `Batch` objects or plain HF batches (dicts with `labels`, loss = batch mean), e.g. a
+    torch DataLoader. For each batch, g_b = ∇(batch loss) and `mft::accumulate_` adds g_b, g_b² and the
+    signs into the state (fp32 sums; one fused pass over 5 × 4 bytes per parameter). Only parameters with
+    requires_grad are collected. `skip` batches are consumed without compute (resume; the caller restores
+    the RNG). Cost: one forward + backward per batch, plus O(params) per batch for the accumulation.
+    Weights are unchanged; `model.training` is restored.
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if state is None:
+        state = GradientState.zeros_like([(n, p.detach()) for n, p in named], meta)
+    hooks = _ActivationStats(model, state.act_sq, state.act_tokens) if activation_stats else None
+    was_training = model.training
+    model.train(train_mode)
+    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext())
+    for p in model.parameters():
+        p.grad = None
+    try:
+        for i, b in enumerate(batches):
+            if i < skip:
+                continue
+            if not isinstance(b, Batch):
+                b = Batch([b], float(b["labels"].shape[0]))
+            loss_total = 0.0
+            for part in b.parts:
+                if hooks is not None:
+                    hooks.mask = part.get("attention_mask")
+                with autocast:
+                    loss = batch_loss_sum(model, part)
+                (loss / b.denominator).backward()
+                loss_total += float(loss.detach())
+            with torch.no_grad():
+                for n, p in named:
+                    if p.grad is None:  # parameter not reached by this batch: its gradient is 0
+                        continue
+                    ops.accumulate_(state.grad_sum[n], state.sq_sum[n], state.pos_count[n], state.neg_count[n], p.grad)
+                    p.grad = None
+            state.batch_losses.append(loss_total / b.size)
+            state.batch_sizes.append(b.size)
+            if on_batch is not None:
+                on_batch(i, loss_total / b.size)
+            if checkpoint is not None and checkpoint_every and (i + 1) % checkpoint_every == 0:
+                checkpoint(state, i + 1)
+    finally:
+        if hooks is not None:
+            hooks.remove()
+        model.train(was_training)
+        for p in model.parameters():
+            p.grad = None
+    return state

@@ -1,0 +1,121 @@
+import torch
+import torch.nn.functional as F
+
+from mft_engine.collect import Batch, GradientState, collect_gradients
+from mft_engine.data import split_by_length
+
+from ..conftest import synthetic_batch, tiny_bert
+
+
+def plain_loop(model, batches):
+    """The formulation the issue pins: after each backward, g += grad, sq += grad², pos/neg counts."""
+    named = [(n, p) for n, p in model.named_parameters()]
+    g = {n: torch.zeros_like(p) for n, p in named}
+    sq = {n: torch.zeros_like(p) for n, p in named}
+    pos = {n: torch.zeros(p.shape, dtype=torch.int32) for n, p in named}
+    neg = {n: torch.zeros(p.shape, dtype=torch.int32) for n, p in named}
+    for b in batches:
+        model.zero_grad(set_to_none=True)
+        inputs = {k: v for k, v in b.items() if k != "labels"}
+        loss = F.cross_entropy(model(**inputs).logits.float(), b["labels"], reduction="sum") / b["labels"].shape[0]
+        loss.backward()
+        for n, p in named:
+            g[n] += p.grad
+            sq[n] += p.grad * p.grad
+            pos[n] += (p.grad > 0).int()
+            neg[n] += (p.grad < 0).int()
+    model.zero_grad(set_to_none=True)
+    return g, sq, pos, neg
+
+
+def test_sums_equal_plain_loop_bit_for_bit():
+    model = tiny_bert()
+    batches = [synthetic_batch(8, 12, seed=s) for s in range(3)]
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    state = collect_gradients(model, batches, train_mode=False)
+    g, sq, pos, neg = plain_loop(model, batches)
+    for n in state.names:
+        assert torch.equal(state.grad_sum[n], g[n]), n
+        assert torch.equal(state.sq_sum[n], sq[n]), n
+        assert torch.equal(state.pos_count[n], pos[n]), n
+        assert torch.equal(state.neg_count[n], neg[n]), n
+        assert torch.equal(model.get_parameter(n), before[n]), "collection must not update weights"
+    assert state.batch_sizes == [8, 8, 8]
+    assert len(state.batch_losses) == 3
+
+
+def test_parts_give_the_batch_gradient():
+    model = tiny_bert()
+    b = synthetic_batch(12, 10, seed=3)
+    whole = collect_gradients(model, [b], train_mode=False)
+    lengths = b["attention_mask"].sum(1).tolist()
+    parts = split_by_length(list(range(12)), lengths, max_pad_waste=0.1)
+    assert sorted(r for p in parts for r in p) == list(range(12))
+    sub = [{k: v[p][:, : max(lengths[i] for i in p)] if v.dim() == 2 else v[p] for k, v in b.items()} for p in parts]
+    split = collect_gradients(model, [Batch(sub, 12.0)], train_mode=False)
+    for n in whole.names:
+        torch.testing.assert_close(split.grad_sum[n], whole.grad_sum[n], rtol=1e-4, atol=1e-6)
+    assert abs(split.batch_losses[0] - whole.batch_losses[0]) < 1e-5
+
+
+def test_activation_statistics_count_real_tokens_only():
+    model = tiny_bert()
+    b = synthetic_batch(4, 9, seed=5)
+    state = collect_gradients(model, [b], train_mode=False)
+    real = int(b["attention_mask"].sum())
+    q = "bert.encoder.layer.0.attention.self.query"
+    assert state.act_tokens[q] == real
+    assert state.act_tokens["classifier"] == 4
+    # Σx² of the first layer's query input, recomputed from the embeddings output on real tokens.
+    with torch.no_grad():
+        emb = model.bert.embeddings(input_ids=b["input_ids"], token_type_ids=b["token_type_ids"])
+    m = b["attention_mask"].bool()
+    ref = emb[m].double().square().sum(0)
+    torch.testing.assert_close(state.act_sq[q], ref, rtol=1e-5, atol=1e-6)
+
+
+def test_train_mode_is_seeded_and_restored():
+    model = tiny_bert()
+    batches = [synthetic_batch(6, 8, seed=s) for s in range(2)]
+    torch.manual_seed(1)
+    a = collect_gradients(model, batches, train_mode=True)
+    torch.manual_seed(1)
+    b = collect_gradients(model, batches, train_mode=True)
+    ev = collect_gradients(model, batches, train_mode=False)
+    assert not model.training
+    n = "bert.encoder.layer.0.output.dense.weight"
+    assert torch.equal(a.grad_sum[n], b.grad_sum[n])
+    assert not torch.equal(a.grad_sum[n], ev.grad_sum[n]), "dropout must be on in train mode"
+
+
+def test_state_roundtrip(tmp_path):
+    model = tiny_bert()
+    st = collect_gradients(model, [synthetic_batch(4, 6, seed=0)], train_mode=False, meta={"x": 1})
+    st.save(tmp_path / "s.safetensors", extra_tensors={"rng": torch.get_rng_state()})
+    back, extra = GradientState.load(tmp_path / "s.safetensors", with_extra=True)
+    assert back.names == st.names and back.meta == {"x": 1}
+    assert torch.equal(extra["rng"], torch.get_rng_state())
+    for n in st.names:
+        assert torch.equal(back.grad_sum[n], st.grad_sum[n])
+        assert torch.equal(back.neg_count[n], st.neg_count[n])
+    for m in st.act_sq:
+        assert torch.equal(back.act_sq[m], st.act_sq[m])
+    assert back.batch_losses == st.batch_losses
+    stats = back.statistics()
+    assert set(stats) == set(st.names)
+    sc = back.sign_consistency(st.names[0])
+    assert float(sc.max()) <= 1.0
+
+
+def test_skip_resumes_to_identical_sums():
+    model = tiny_bert()
+    batches = [synthetic_batch(5, 7, seed=s) for s in range(4)]
+    full = collect_gradients(model, batches, train_mode=False)
+    saved = {}
+    part = collect_gradients(model, batches[:2], train_mode=False)
+    saved["state"] = part
+    rest = collect_gradients(model, batches, state=part, skip=2, train_mode=False)
+    for n in full.names:
+        assert torch.equal(rest.grad_sum[n], full.grad_sum[n])
+        assert torch.equal(rest.sq_sum[n], full.sq_sum[n])
+    assert rest.batch_sizes == full.batch_sizes
