@@ -42,6 +42,8 @@ class _ActivationStats:
         self.act_sq = act_sq
         self.act_tokens = act_tokens
         self.mask: torch.Tensor | None = None
+        # q, k and v read the same input tensor: compute its statistics once, add them three times.
+        self._last: tuple[torch.Tensor, torch.Tensor, int] | None = None
         self.handles = []
         for name, mod in model.named_modules():
             if isinstance(mod, torch.nn.Linear):
@@ -51,6 +53,10 @@ class _ActivationStats:
 
     def _hook(self, name: str) -> Callable:
         def hook(_mod, inputs):
+            if self._last is not None and self._last[0] is inputs[0]:
+                self.act_sq[name] += self._last[1]
+                self.act_tokens[name] += self._last[2]
+                return
             x = inputs[0].detach()
             x2 = x.float().square()
             if x.dim() == 3 and self.mask is not None and self.mask.shape == x.shape[:2]:
@@ -61,13 +67,54 @@ class _ActivationStats:
                 x2 = x2.reshape(-1, x2.shape[-1])
                 s = x2.sum(0)
                 n = x2.shape[0]
-            self.act_sq[name] += s.double()
+            s = s.double()
+            self._last = (inputs[0], s, n)
+            self.act_sq[name] += s
             self.act_tokens[name] += n
         return hook
 
     def remove(self) -> None:
+        self._last = None
         for h in self.handles:
             h.remove()
+
+
+# Vocabulary-sized embeddings get sparse gradients during collection: a batch touches a few hundred of
+# their 30k rows, and a dense gradient would cost a zero-fill, an add and an accumulation of the whole
+# table (47 MB for MiniLM) per backward pass.
+SPARSE_EMBEDDING_MIN_ROWS = 1024
+
+
+@contextlib.contextmanager
+def sparse_embedding_grads(model: torch.nn.Module, enabled: bool = True):
+    """Within the block, nn.Embedding tables with ≥ SPARSE_EMBEDDING_MIN_ROWS rows produce sparse grads."""
+    changed = []
+    if enabled:
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.Embedding) and mod.num_embeddings >= SPARSE_EMBEDDING_MIN_ROWS and not mod.sparse:
+                mod.sparse = True
+                changed.append(mod)
+    try:
+        yield
+    finally:
+        for mod in changed:
+            mod.sparse = False
+
+
+def accumulate_grad(state: GradientState, name: str, grad: torch.Tensor) -> None:
+    """Add one batch gradient into the state: dense via mft::accumulate_, sparse rows via the same op on
+    the touched rows only (untouched rows would add exact zeros, which change nothing)."""
+    if not grad.is_sparse:
+        ops.accumulate_(state.grad_sum[name], state.sq_sum[name], state.pos_count[name], state.neg_count[name], grad)
+        return
+    grad = grad.coalesce()
+    rows = grad.indices()[0]
+    vals = grad.values().float()
+    bufs = [state.grad_sum[name], state.sq_sum[name], state.pos_count[name], state.neg_count[name]]
+    sub = [b.index_select(0, rows) for b in bufs]
+    ops.accumulate_(*sub, vals)
+    for b, s in zip(bufs, sub):
+        b.index_copy_(0, rows, s)
 
 
 def batch_loss_sum(model: torch.nn.Module, part: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -93,13 +140,15 @@ def collect_gradients(
     checkpoint: Callable[[GradientState, int], None] | None = None,
     checkpoint_every: int = 0,
     meta: dict | None = None,
+    sparse_embeddings: bool = True,
 ) -> GradientState:
     """Run forward/backward over `batches` without updating weights; return the summed statistics.
 
     `batches` yields `Batch` objects or plain HF batches (dicts with `labels`, loss = batch mean), e.g. a
     torch DataLoader. For each batch, g_b = ∇(batch loss) and `mft::accumulate_` adds g_b, g_b² and the
     signs into the state (fp32 sums; one fused pass over 5 × 4 bytes per parameter). Only parameters with
-    requires_grad are collected. `skip` batches are consumed without compute (resume; the caller restores
+    requires_grad are collected. Vocabulary-sized embeddings use sparse gradients (`sparse_embeddings`):
+    the same sums, with the tokens of a row added in another order. `skip` batches are consumed without compute (resume; the caller restores
     the RNG). Cost: one forward + backward per batch, plus O(params) per batch for the accumulation.
     Weights are unchanged; `model.training` is restored.
     """
@@ -112,6 +161,8 @@ def collect_gradients(
     autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext())
     for p in model.parameters():
         p.grad = None
+    sparse_cm = sparse_embedding_grads(model, sparse_embeddings)
+    sparse_cm.__enter__()
     try:
         for i, b in enumerate(batches):
             if i < skip:
@@ -130,7 +181,7 @@ def collect_gradients(
                 for n, p in named:
                     if p.grad is None:  # parameter not reached by this batch: its gradient is 0
                         continue
-                    ops.accumulate_(state.grad_sum[n], state.sq_sum[n], state.pos_count[n], state.neg_count[n], p.grad)
+                    accumulate_grad(state, n, p.grad)
                     p.grad = None
             state.batch_losses.append(loss_total / b.size)
             state.batch_sizes.append(b.size)
@@ -139,6 +190,7 @@ def collect_gradients(
             if checkpoint is not None and checkpoint_every and (i + 1) % checkpoint_every == 0:
                 checkpoint(state, i + 1)
     finally:
+        sparse_cm.__exit__(None, None, None)
         if hooks is not None:
             hooks.remove()
         model.train(was_training)

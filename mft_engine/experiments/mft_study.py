@@ -30,6 +30,9 @@ log = logging.getLogger("mft_engine")
 # Padding share above which a fixed batch is split into length-homogeneous parts (fewer padded FLOPs
 # against smaller, less efficient matmuls).
 PART_PAD_WASTE = 0.3
+# mean reduction: the largest part (padded tokens) and the real tokens per accumulated batch.
+MEAN_PART_TOKENS = 2048
+MEAN_BATCH_TOKENS = 4096
 
 
 class Progress:
@@ -82,9 +85,19 @@ def gradient_batches(cfg: RunConfig, tokens, train: TaskData, rows: list[int]) -
             parts = split_by_length(b, tokens.lengths, max_pad_waste=PART_PAD_WASTE)
             out.append(Batch([tokens.batch(p, train.labels, regression) for p in parts], float(len(b))))
         return out
-    lengths = [tokens.lengths[r] for r in rows]
-    return [Batch([tokens.batch([rows[i] for i in g], train.labels, regression)], float(len(rows)))
-            for g in token_budget_batches(lengths, cfg.eval_batch_tokens // 2)]
+    # mean: g does not depend on batching, so sort by length into homogeneous parts and group parts into
+    # batches of ~MEAN_BATCH_TOKENS real tokens: one accumulate_ per group amortises the per-batch cost.
+    parts = split_by_length(rows, tokens.lengths, max_pad_waste=PART_PAD_WASTE / 3, max_tokens=MEAN_PART_TOKENS)
+    out, group, real = [], [], 0
+    for p in parts:
+        group.append(tokens.batch(p, train.labels, regression))
+        real += int(sum(tokens.lengths[r] for r in p))
+        if real >= MEAN_BATCH_TOKENS:
+            out.append(Batch(group, float(len(rows))))
+            group, real = [], 0
+    if group:
+        out.append(Batch(group, float(len(rows))))
+    return out
 
 
 def _collect(cfg: RunConfig, model, batches: list[Batch], folder: ResultsFolder, progress: Progress,

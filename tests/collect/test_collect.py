@@ -119,3 +119,25 @@ def test_skip_resumes_to_identical_sums():
         assert torch.equal(rest.grad_sum[n], full.grad_sum[n])
         assert torch.equal(rest.sq_sum[n], full.sq_sum[n])
     assert rest.batch_sizes == full.batch_sizes
+
+
+def test_sparse_embedding_gradients_match_dense():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(vocab_size=2000, hidden_size=32, num_hidden_layers=1,
+                                                     num_attention_heads=2, intermediate_size=64)).eval()
+    batches = [synthetic_batch(6, 10, seed=s, vocab=40) for s in range(3)]  # a few rows touched, with repeats
+    dense = collect_gradients(model, batches, train_mode=False, sparse_embeddings=False)
+    sparse = collect_gradients(model, batches, train_mode=False, sparse_embeddings=True)
+    assert not model.bert.embeddings.word_embeddings.sparse, "the module must be restored"
+    w = "bert.embeddings.word_embeddings.weight"
+    for n in dense.names:
+        if n == w:
+            torch.testing.assert_close(sparse.grad_sum[n], dense.grad_sum[n], rtol=1e-5, atol=1e-8)
+            torch.testing.assert_close(sparse.sq_sum[n], dense.sq_sum[n], rtol=1e-5, atol=1e-12)
+            touched = dense.grad_sum[n].abs().sum(1) > 0
+            assert int(touched.sum()) < 40 and bool((sparse.grad_sum[n][~touched] == 0).all())
+            assert torch.equal(sparse.pos_count[n] + sparse.neg_count[n] > 0, dense.pos_count[n] + dense.neg_count[n] > 0)
+        else:
+            assert torch.equal(sparse.grad_sum[n], dense.grad_sum[n]), n
