@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from mft_engine import ops
+from mft_engine import _C, ops
 
 
 def test_supported_paths_start_with_scalar():
@@ -37,9 +37,15 @@ def test_unknown_path_is_an_error():
 
 
 def _run(env_value: str) -> subprocess.CompletedProcess:
+    # Loads the extension file on its own (not the whole mft_engine package) in a fresh interpreter.
     env = dict(os.environ, MFT_CPU_PATH=env_value)
-    code = "import mft_engine._C as C; print(C.cpu_path())"
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    code = ("import sys, importlib.util, torch\n"
+            "spec = importlib.util.spec_from_file_location('_C', sys.argv[1])\n"
+            "module = importlib.util.module_from_spec(spec)\n"
+            "spec.loader.exec_module(module)\n"
+            "print(module.cpu_path())\n")
+    return subprocess.run([sys.executable, "-c", code, _C.__file__], env=env, capture_output=True, text=True,
+                          timeout=120)
 
 
 def test_environment_variable_forces_a_path():

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mft_engine import ops
 from mft_engine.errors import ConfigError, NonFiniteError
@@ -37,6 +38,32 @@ def test_property_matches_reference_on_every_path(sample):
     for path in PATHS:
         with ops.use_cpu_path(path):
             _check(sample)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(detrimental_count_samples, st.data())
+def test_property_non_finite_is_reported_at_its_position(sample, data):
+    thetas, grads, lr, literal = sample.args
+    candidates = [i for i, t in enumerate(thetas) if t.numel() > 0]
+    if not candidates:
+        return
+    i = data.draw(st.sampled_from(candidates))
+    j = data.draw(st.integers(0, thetas[i].numel() - 1))
+    kind = data.draw(st.sampled_from(["thetas", "grads"]))
+    bad = data.draw(st.sampled_from([float("nan"), float("inf"), -float("inf")]))
+    thetas, grads = [t.clone() for t in thetas], [g.clone() for g in grads]
+    target = (thetas if kind == "thetas" else grads)[i]
+    target[torch.unravel_index(torch.tensor(j), target.shape)] = bad  # logical row-major position j
+    names = [f"p{n}" for n in range(len(thetas))]
+    match = rf"'p{i}' \({kind}\[{i}\]\) at element {j};"
+    for path in PATHS:
+        with ops.use_cpu_path(path):
+            with pytest.raises(NonFiniteError, match=match):
+                ops.detrimental_count(thetas, grads, lr, literal, names=names)
+            with pytest.raises(NonFiniteError, match=match):
+                ops.select_topk(thetas, grads, lr, 0, names=names)
+    with pytest.raises(NonFiniteError, match=match):
+        ref.reference_detrimental_count(thetas, grads, lr, literal, names=names)
 
 
 def test_large_list_matches_reference(cpu_path):

@@ -69,6 +69,17 @@ def test_large_inputs_use_the_bracket_and_stay_exact(kind, dtype, rank_by, cpu_p
         assert int(tied) == int((scores == thr).sum())
 
 
+def test_heavy_ties_at_scale_stay_exact(cpu_path):
+    # 1.2M equal scores overflow the candidate cap: the exact radix fallback takes over.
+    n = 1_200_000
+    thetas = [torch.ones(n // 2), -torch.ones(n - n // 2)]
+    grads = [torch.ones(n // 2), -torch.ones(n - n // 2)]
+    for k in (1, n // 2 + 3, n):
+        idx, thr, tied = ops.select_topk(thetas, grads, 0.5, k)
+        assert torch.equal(idx, torch.arange(k))
+        assert thr.item() == 0.5 and int(tied) == n
+
+
 def test_seed_changes_nothing_but_speed():
     thetas, grads = _large("normal")
     runs = [ops.select_topk(thetas, grads, 3.0, 12345, seed=s) for s in (0, 1, 2**40)]

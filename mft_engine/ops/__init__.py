@@ -1,0 +1,64 @@
+"""Typed wrappers over the fused `torch.ops.mft.*` operators.
+
+Importing this package loads the C++ extension `mft_engine._C` (which registers the ops with the
+PyTorch dispatcher) and the fake implementations used by torch.compile / FakeTensor tracing. A missing
+or broken extension raises ImportError here: rebuild with `pip install --no-build-isolation -e .`.
+
+Ops (schemas in bindings/registration.cpp; CPU kernels in csrc/):
+  accumulate_, detrimental_score, detrimental_count, select_topk, zero_masked_, restore_.
+
+CPU code path: the kernels have a scalar baseline, an AVX2+FMA and an AVX-512 path, all bit-identical.
+The widest one this CPU supports is used unless MFT_CPU_PATH=scalar|avx2|avx512|auto says otherwise
+(read at import; an unsupported value makes the import fail). cpu_path() names the active one;
+set_cpu_path(name) / use_cpu_path(name) switch it at run time (the tests run every supported path).
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch  # noqa: F401  (loads libtorch, which _C links against, before _C)
+
+from mft_engine import _C  # noqa: F401  (registers the ops; never swallow this ImportError)
+
+from . import _fake  # noqa: F401  (registers the fake implementations)
+from .accumulate import accumulate_
+from .detrimental_count import detrimental_count
+from .detrimental_score import detrimental_score
+from .select_topk import select_topk
+from .zero_masked import restore_, zero_masked_
+
+
+def cpu_path() -> str:
+    """The active CPU code path of the kernels: "avx512", "avx2" or "scalar"."""
+    return _C.cpu_path()
+
+
+def supported_cpu_paths() -> list[str]:
+    """The CPU code paths this machine can run, narrowest first (always starts with "scalar")."""
+    return list(_C.supported_cpu_paths())
+
+
+def set_cpu_path(name: str) -> None:
+    """Use CPU path `name` ("scalar", "avx2", "avx512" or "auto" = widest) for later op calls.
+
+    Raises ValueError when the name is unknown or this CPU lacks the path. Process-wide.
+    """
+    _C.set_cpu_path(name)
+
+
+@contextlib.contextmanager
+def use_cpu_path(name: str) -> Iterator[None]:
+    """Context manager: run the enclosed op calls on CPU path `name`, then restore the previous path."""
+    previous = cpu_path()
+    set_cpu_path(name)
+    try:
+        yield
+    finally:
+        set_cpu_path(previous)
+
+
+__all__ = [
+    "accumulate_", "cpu_path", "detrimental_count", "detrimental_score", "restore_", "select_topk",
+    "set_cpu_path", "supported_cpu_paths", "use_cpu_path", "zero_masked_",
+]
