@@ -6,6 +6,7 @@ returns a StudyResult. Nothing is chosen from validation data here, so the whole
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -228,6 +229,9 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
                      "n_validation": len(val), "samples_used": len(used_rows), "rows_used": meta["rows"]},
             "collection": {"reduction": cfg.reduction, "train_mode": not cfg.eval_mode, "precision": cfg.precision,
                            "lr": cfg.lr, "lr_fp32": cfg.lr32, "batch_sizes": state.batch_sizes,
+                           # the hypothetical step θ − lr·g: its size tells batch-sum from mean (~N/32× smaller)
+                           "step_l2_norm": cfg.lr32 * math.sqrt(sum(float(g.double().square().sum())
+                                                                    for g in state.grad_sum.values())),
                            "n_batches": state.n_batches, "mean_batch_loss": (sum(state.batch_losses) / max(len(state.batch_losses), 1)),
                            "reused_state": cfg.state},
             "counts": {"total": sum(p.numel() for _, p in named_all),

@@ -42,7 +42,7 @@ def summary_text(record: dict[str, Any]) -> str:
         f"threads {record['machine']['torch_threads']}",
         f"samples used {record['data']['samples_used']} of {c['samples']} ({c['sample_order']}), reduction {col['reduction']}, "
         f"batch {c['batch_size']}, {'train' if col['train_mode'] else 'eval'} mode, {col['precision']}",
-        f"lr {c['lr']} (fp32 {col['lr_fp32']!r}), rank by {c['rank_by']}, literal {c['literal']}, exclude {c['exclude']}",
+        f"lr {c['lr']} (fp32 {col['lr_fp32']!r}), step ‖lr·g‖₂ {col['step_l2_norm']:.4g}, rank by {c['rank_by']}, literal {c['literal']}, exclude {c['exclude']}",
         "",
         f"parameters total          {cnt['total']:,}",
         f"detrimental (all)         {cnt['detrimental_total']:,} ({100 * cnt['detrimental_total'] / cnt['total']:.2f}%)",
