@@ -238,6 +238,7 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
                        "detrimental_total": n_det_all,
                        "eligible": selections[0].n_eligible,
                        "detrimental_eligible": selections[0].n_detrimental_eligible,
+                       "zeroed": {f"{sel.fraction:g}": sel.k for sel in selections},
                        "excluded_patterns": list(cfg.exclude_patterns())},
             "before": before,
             "fractions": rows_out,
