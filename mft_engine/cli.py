@@ -141,6 +141,80 @@ def _brief(m: dict) -> dict:
     return {k: m[k] for k in ("accuracy", "precision", "recall", "f1", "mcc", "pearson", "spearman") if k in m}
 
 
+def _fh(name: str) -> str:
+    from .train import FinetuneConfig
+
+    return field_help(FinetuneConfig, name)
+
+
+@app.command()
+def finetune(
+    method: Optional[str] = typer.Option(None, help=_fh("method")),
+    model: Optional[str] = typer.Option(None, help=_fh("model")),
+    task: Optional[str] = typer.Option(None, help=_fh("task")),
+    data_dir: Optional[str] = typer.Option(None, help=_fh("data_dir")),
+    samples: Optional[int] = typer.Option(None, help=_fh("samples")),
+    sample_order: Optional[str] = typer.Option(None, help=_fh("sample_order")),
+    epochs: Optional[int] = typer.Option(None, help=_fh("epochs")),
+    max_steps: Optional[int] = typer.Option(None, help=_fh("max_steps")),
+    batch_size: Optional[int] = typer.Option(None, help=_fh("batch_size")),
+    lr: Optional[float] = typer.Option(None, help=_fh("lr")),
+    weight_decay: Optional[float] = typer.Option(None, help=_fh("weight_decay")),
+    warmup_ratio: Optional[float] = typer.Option(None, help=_fh("warmup_ratio")),
+    max_grad_norm: Optional[float] = typer.Option(None, help=_fh("max_grad_norm")),
+    seed: Optional[int] = typer.Option(None, help=_fh("seed")),
+    precision: Optional[str] = typer.Option(None, help=_fh("precision")),
+    max_length: Optional[int] = typer.Option(None, help=_fh("max_length")),
+    eval_every: Optional[int] = typer.Option(None, help=_fh("eval_every")),
+    eval_batch_tokens: Optional[int] = typer.Option(None, help=_fh("eval_batch_tokens")),
+    save_at: Optional[str] = typer.Option(None, help=_fh("save_at")),
+    save_tolerance: Optional[float] = typer.Option(None, help=_fh("save_tolerance")),
+    dense_eval_until: Optional[float] = typer.Option(None, help=_fh("dense_eval_until")),
+    early_stopping_patience: Optional[int] = typer.Option(None, help=_fh("early_stopping_patience")),
+    save_model: Optional[bool] = typer.Option(None, "--save-model/--no-save-model", help=_fh("save_model")),
+    out: Optional[str] = typer.Option(None, help=_fh("out")),
+    lora_rank: Optional[int] = typer.Option(None, help=_fh("lora_rank")),
+    lora_alpha: Optional[float] = typer.Option(None, help=_fh("lora_alpha")),
+    lora_dropout: Optional[float] = typer.Option(None, help=_fh("lora_dropout")),
+    lora_placement: Optional[str] = typer.Option(None, help=_fh("lora_placement")),
+    bitfit_groups: Optional[str] = typer.Option(None, help=_fh("bitfit_groups")),
+    bitfit_lr: Optional[str] = typer.Option(None, help=_fh("bitfit_lr")),
+    bitfit_clip: Optional[float] = typer.Option(None, help=_fh("bitfit_clip")),
+    bitfit_head: Optional[bool] = typer.Option(None, "--bitfit-head/--no-bitfit-head", help=_fh("bitfit_head")),
+    freeze_layers: Optional[int] = typer.Option(None, help=_fh("freeze_layers")),
+    text_column: Optional[str] = typer.Option(None, help=_fh("text_column")),
+    text_pair_column: Optional[str] = typer.Option(None, help=_fh("text_pair_column")),
+    label_column: Optional[str] = typer.Option(None, help=_fh("label_column")),
+    json_out: bool = typer.Option(False, "--json", help="print the run's headline figures as one JSON object"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+) -> None:
+    """Fine-tune a model with one method (full, bitfit, lora, freeze); report trainable parameters, time,
+    memory, stored size and metrics on the validation halves. Writes results/finetune_<method>_<timestamp>/."""
+    from .train import FinetuneConfig
+    from .train import finetune as run_finetune
+
+    given = {k: v for k, v in locals().items()
+             if k not in ("json_out", "quiet", "FinetuneConfig", "run_finetune") and v is not None}
+    cfg = FinetuneConfig(**given)
+    with RichProgress(quiet or json_out) as progress:
+        result = run_finetune(cfg, progress)
+    rec = result.record
+    if json_out:
+        keys = ("method", "task", "trainable_params", "total_params", "trainable_share", "train_s", "peak_mem_bytes",
+                "peak_cuda_bytes", "stored_bytes", "gradient_checkpointing", "primary_metric", "metrics",
+                "metrics_scoring_half", "metrics_whole")
+        brief = {k: rec[k] for k in keys}
+        brief.update(steps=rec["training"]["steps"], stopped_early=rec["training"]["stopped_early"],
+                     out_dir=str(result.out_dir))
+        if "checkpoints" in rec:
+            brief["checkpoints"] = {"reached": rec["checkpoints"]["reached"],
+                                    "not_reached": rec["checkpoints"]["not_reached"]}
+        print(json.dumps(brief))
+    elif not quiet:
+        print((result.out_dir / "summary.txt").read_text())
+        print(f"results: {result.out_dir}")
+
+
 @app.command()
 def export(
     results_dir: Path = typer.Argument(..., help="an mft run results folder"),

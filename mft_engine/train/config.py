@@ -1,0 +1,146 @@
+"""`FinetuneConfig`: the configuration of one `mft finetune` run (one method, one model, one task).
+
+Fields map one to one onto CLI flags; results.json stores `to_dict()`. Method-specific fields (lora_*,
+bitfit_*, freeze_layers) are validated whatever the method, so a bad value never passes silently.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import PRECISIONS, SAMPLE_ORDERS, _help
+from ..errors import ConfigError
+from .bitfit import parse_group_lrs, parse_groups
+from .lora import PLACEMENTS
+from .method import get_method
+
+
+def parse_targets(value: str | float | list[float] | tuple[float, ...] | None) -> list[float]:
+    """'0.60,0.75,0.85' (or a number or a list) → sorted unique target accuracies, each in (0, 1].
+
+    None or '' → []. Raises ConfigError for a non-number or a target outside (0, 1].
+    """
+    if value is None or value == "":
+        return []
+    if isinstance(value, (int, float)):
+        items = [float(value)]
+    elif isinstance(value, str):
+        try:
+            items = [float(v) for v in value.split(",") if v.strip()]
+        except ValueError:
+            raise ConfigError(f"--save-at {value!r} is not a comma-separated list of accuracies") from None
+    else:
+        items = [float(v) for v in value]
+    for t in items:
+        if math.isnan(t) or not 0.0 < t <= 1.0:
+            raise ConfigError(f"--save-at target {t:g} is outside (0, 1]; expected accuracies such as 0.6,0.75")
+    return sorted(set(items))
+
+
+@dataclass
+class FinetuneConfig:
+    """Configuration of `mft finetune`: train one method, evaluate on the validation halves, write
+    results/finetune_<method>_<timestamp>/."""
+
+    method: str = _help("fine-tuning method: full | bitfit | lora | freeze", "full")
+    model: str = _help("minilm | bert-base-random | bert-tiny-random | a checkpoint folder | a Hub id", "minilm")
+    task: str = _help("task id (sst2, mrpc, cola, ...) or a local CSV/TSV/JSONL file or folder", "sst2")
+    data_dir: str | None = _help("GLUE root or task folder; else $MFT_DATA_DIR, the embedded SST-2, the Hub", None)
+    samples: int | None = _help("training rows used (default: all)", None)
+    sample_order: str = _help("first (first N rows) | seeded (N rows drawn with the seed)", "first")
+    epochs: int = _help("passes over the training rows (ignored when --max-steps > 0)", 1)
+    max_steps: int = _help("optimizer steps to run, overriding --epochs (0: epochs decide)", 0)
+    batch_size: int = _help("training rows per step (length-bucketed, seeded shuffle)", 32)
+    lr: float | None = _help("peak learning rate (default: the method's: full/freeze 5e-5, bitfit 1e-3, lora 5e-4)",
+                             None)
+    weight_decay: float = _help("AdamW weight decay (not applied to biases and LayerNorm weights)", 0.01)
+    warmup_ratio: float = _help("share of the steps with linear warm-up, then linear decay to 0", 0.1)
+    max_grad_norm: float = _help("clip the global gradient norm to this (0: no clipping)", 1.0)
+    seed: int = _help("seed of the head, LoRA init, dropout, shuffling, sampling and the validation halves", 42)
+    precision: str = _help("fp32 | bf16 (bf16 autocast forward/backward, fp32 weights)", "fp32")
+    max_length: int = _help("maximum tokens per sentence (pair)", 128)
+    eval_every: int = _help("validate on the scoring half every n steps (for --save-at and early stopping)", 50)
+    eval_batch_tokens: int = _help("token budget of an evaluation batch", 8192)
+    save_at: list[float] = _help("save a checkpoint the first time scoring-half accuracy reaches each target "
+                                 "(comma-separated, in (0, 1])", [])
+    save_tolerance: float = _help("a target first passed by more than this is listed as not reached", 0.02)
+    dense_eval_until: float = _help("validate every step while an unreached --save-at target is at or below "
+                                    "this accuracy", 0.80)
+    early_stopping_patience: int = _help("stop after this many validations without a better scoring-half "
+                                         "metric, keeping the best state (0: off)", 0)
+    save_model: bool = _help("write what the method stores (model, biases or adapter) to <run>/stored/", True)
+    out: str = _help("parent folder of the results folder", "results")
+    lora_rank: int = _help("LoRA rank r", 8)
+    lora_alpha: float = _help("LoRA alpha (the update is scaled by alpha / r)", 16.0)
+    lora_dropout: float = _help("dropout on the LoRA input", 0.1)
+    lora_placement: str = _help("LoRA layers: attn-qkv | attn-full | ffn-only | full", "attn-qkv")
+    bitfit_groups: str = _help("bias groups that train: all | comma-separated attention, feed-forward, layernorm, "
+                               "pooler, classifier", "all")
+    bitfit_lr: str = _help("per-group learning rates, e.g. attention=1e-3,classifier=2e-3 (others: --lr)", "")
+    bitfit_clip: float = _help("clip the biases' gradient norm to this before the global clip (0: off)", 0.0)
+    bitfit_head: bool = _help("BitFit also trains the classifier weight", False)
+    freeze_layers: int = _help("freeze: the embeddings and this many lowest encoder layers stay frozen", 0)
+    text_column: str | None = _help("text column of a local file task", None)
+    text_pair_column: str | None = _help("second text column of a local pair task", None)
+    label_column: str | None = _help("label column of a local file task", None)
+
+    def __post_init__(self) -> None:
+        self.method = str(self.method).strip().lower()
+        method = get_method(self.method)  # ConfigError naming the registered methods
+        if self.lr is None:
+            self.lr = method.default_lr
+        self.save_at = parse_targets(self.save_at)
+        _positive("lr", self.lr)
+        if self.samples is not None and self.samples < 1:
+            raise ConfigError(f"--samples {self.samples} must be >= 1")
+        for name in ("batch_size", "max_length", "eval_every", "eval_batch_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)} must be >= 1")
+        if self.max_steps < 0:
+            raise ConfigError(f"--max-steps {self.max_steps} must be >= 0")
+        if self.max_steps == 0 and self.epochs < 1:
+            raise ConfigError(f"--epochs {self.epochs} must be >= 1 (or pass --max-steps)")
+        for name in ("weight_decay", "max_grad_norm", "bitfit_clip"):
+            v = getattr(self, name)
+            if math.isnan(v) or v < 0 or math.isinf(v):
+                raise ConfigError(f"--{name.replace('_', '-')} {v} must be a finite number >= 0")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"--warmup-ratio {self.warmup_ratio} must be in [0, 1)")
+        if not 0.0 <= self.save_tolerance < 1.0:
+            raise ConfigError(f"--save-tolerance {self.save_tolerance} must be in [0, 1)")
+        if not 0.0 <= self.dense_eval_until <= 1.0:
+            raise ConfigError(f"--dense-eval-until {self.dense_eval_until} must be in [0, 1]")
+        if self.early_stopping_patience < 0:
+            raise ConfigError(f"--early-stopping-patience {self.early_stopping_patience} must be >= 0")
+        for name, allowed in (("sample_order", SAMPLE_ORDERS), ("precision", PRECISIONS),
+                              ("lora_placement", tuple(PLACEMENTS))):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)!r} is not one of "
+                                  f"{', '.join(allowed)}")
+        if self.lora_rank < 1:
+            raise ConfigError(f"--lora-rank {self.lora_rank} must be >= 1")
+        _positive("lora_alpha", self.lora_alpha)
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ConfigError(f"--lora-dropout {self.lora_dropout} must be in [0, 1)")
+        parse_groups(self.bitfit_groups)
+        parse_group_lrs(self.bitfit_lr)
+        if self.freeze_layers < 0:
+            raise ConfigError(f"--freeze-layers {self.freeze_layers} must be >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FinetuneConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown config field(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        return cls(**d)
+
+
+def _positive(name: str, v: float) -> None:
+    if math.isnan(v) or not v > 0 or math.isinf(v):
+        raise ConfigError(f"--{name.replace('_', '-')} {v} must be a finite number > 0")

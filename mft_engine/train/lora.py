@@ -1,0 +1,118 @@
+"""LoRA through Hugging Face PEFT: low-rank adapters on chosen linear layers, the classifier head trained
+and saved with the adapter (PEFT's `task_type=SEQ_CLS` adds it to `modules_to_save`).
+
+Placements are regular expressions over full module paths, because BERT's `output.dense` names two
+different layers: `layer.N.attention.output.dense` (attention output projection) and `layer.N.output.dense`
+(the feed-forward output). PEFT matches a string `target_modules` with `re.fullmatch` against each
+module's path inside the base model (`bert.encoder.layer.0.attention.self.query`).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import re
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..errors import ConfigError, ModelError
+from .method import METHOD_FILE, Method, Prepared, read_method_file, register_method
+
+_QKV = r"attention\.self\.(query|key|value)"
+_ATTN_OUT = r"attention\.output\.dense"
+_FFN = r"(intermediate\.dense|output\.dense)"  # right after layer.N: never the attention's output.dense
+PLACEMENTS: dict[str, str] = {
+    "attn-qkv": rf".*\.layer\.\d+\.{_QKV}",
+    "attn-full": rf".*\.layer\.\d+\.({_QKV}|{_ATTN_OUT})",
+    "ffn-only": rf".*\.layer\.\d+\.{_FFN}",
+    "full": rf".*\.layer\.\d+\.({_QKV}|{_ATTN_OUT}|{_FFN})",
+}
+
+
+def placement_pattern(placement: str) -> str:
+    """The full-path regex of a placement; ConfigError naming the placements when unknown."""
+    if placement not in PLACEMENTS:
+        raise ConfigError(f"--lora-placement {placement!r} is not one of {', '.join(PLACEMENTS)}")
+    return PLACEMENTS[placement]
+
+
+def matched_modules(model: torch.nn.Module, placement: str) -> list[str]:
+    """Paths of the nn.Linear modules of a plain (unwrapped) model that `placement` adapts, in model order."""
+    pattern = re.compile(placement_pattern(placement))
+    return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and pattern.fullmatch(n)]
+
+
+@contextlib.contextmanager
+def _quiet():
+    # transformers 5 deprecates an attribute PEFT still reads (`is_gradient_checkpointing`); harmless here.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        yield
+
+
+@register_method
+class LoRA(Method):
+    """LoRA adapters of rank r and scale alpha / r on the placement's linear layers, plus the trained head.
+    Stored: the adapter matrices and the classifier (PEFT's adapter folder)."""
+
+    name = "lora"
+    summary = "low-rank adapters (HF PEFT) + trained classifier head"
+    default_lr = 5e-4
+
+    def prepare(self, model: torch.nn.Module, config) -> Prepared:
+        from peft import LoraConfig, TaskType, get_peft_model
+
+        targets = matched_modules(model, config.lora_placement)
+        if not targets:
+            raise ModelError(f"--lora-placement {config.lora_placement} matches no linear layer of this model "
+                             "(expected BERT-style names such as encoder.layer.0.attention.self.query)")
+        lcfg = LoraConfig(task_type=TaskType.SEQ_CLS, r=int(config.lora_rank), lora_alpha=float(config.lora_alpha),
+                          lora_dropout=float(config.lora_dropout), target_modules=placement_pattern(config.lora_placement),
+                          bias="none")
+        with _quiet():
+            peft_model = get_peft_model(model, lcfg)
+        adapters = [p for n, p in peft_model.named_parameters() if p.requires_grad and "lora_" in n]
+        head = [p for n, p in peft_model.named_parameters() if p.requires_grad and "lora_" not in n]
+        groups = [{"name": "lora", "params": adapters}]
+        if head:
+            groups.append({"name": "head", "params": head})
+        return Prepared(peft_model, groups, notes={
+            "lora_modules": targets, "rank": int(config.lora_rank), "alpha": float(config.lora_alpha),
+            "dropout": float(config.lora_dropout), "placement": config.lora_placement,
+            "added_params": sum(p.numel() for p in adapters) + sum(p.numel() for p in head)})
+
+    def stored_params(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        from peft import get_peft_model_state_dict
+
+        return dict(get_peft_model_state_dict(model))
+
+    def save(self, model: torch.nn.Module, folder: str | Path) -> Path:
+        """PEFT's adapter folder (adapter_config.json, adapter_model.safetensors) plus method.json."""
+        import json
+
+        folder = Path(folder)
+        with _quiet():
+            model.save_pretrained(str(folder))
+        (folder / METHOD_FILE).write_text(json.dumps({"method": self.name, "format": "peft-adapter"}, indent=2) + "\n")
+        return folder
+
+    def load(self, model: torch.nn.Module, folder: str | Path) -> torch.nn.Module:
+        """Wrap the base `model` (same name and seed as the trained one) with the saved adapter and head;
+        returns the PeftModel in eval mode."""
+        from peft import PeftModel
+
+        folder = Path(folder)
+        if read_method_file(folder).get("method") != self.name:
+            raise ModelError(f"{folder} does not hold a LoRA adapter")
+        try:
+            with _quiet():
+                return PeftModel.from_pretrained(model, str(folder)).eval()
+        except (ValueError, RuntimeError, KeyError) as e:
+            raise ModelError(f"{folder}: the adapter does not fit the model ({str(e).splitlines()[0]})") from None
+
+    def merged_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """A deep copy with ΔW = (alpha / r)·B·A merged into the base weights and the trained head in place.
+        Cost: one copy of the model, one r-rank matmul per adapted layer."""
+        with _quiet():
+            return copy.deepcopy(model).merge_and_unload()
