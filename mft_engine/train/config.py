@@ -1,7 +1,8 @@
 """`FinetuneConfig`: the configuration of one `mft finetune` run (one method, one model, one task).
 
 Fields map one to one onto CLI flags; results.json stores `to_dict()`. Method-specific fields (lora_*,
-bitfit_*, freeze_layers) are validated whatever the method, so a bad value never passes silently.
+bitfit_*, freeze_layers, keep_ratio, mask_*) are validated whatever the method, so a bad value never passes
+silently.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 from ..config import PRECISIONS, SAMPLE_ORDERS, _help
 from ..errors import ConfigError
 from .bitfit import parse_group_lrs, parse_groups
+from .learned_mask import validate_options as validate_mask_options
 from .lora import PLACEMENTS
 from .method import get_method
 
@@ -44,7 +46,7 @@ class FinetuneConfig:
     """Configuration of `mft finetune`: train one method, evaluate on the validation halves, write
     results/finetune_<method>_<timestamp>/."""
 
-    method: str = _help("fine-tuning method: full | bitfit | lora | freeze", "full")
+    method: str = _help("fine-tuning method: full | bitfit | lora | freeze | learned-mask", "full")
     model: str = _help("minilm | bert-base-random | bert-tiny-random | a checkpoint folder | a Hub id", "minilm")
     task: str = _help("task id (sst2, mrpc, cola, ...) or a local CSV/TSV/JSONL file or folder", "sst2")
     data_dir: str | None = _help("GLUE root or task folder; else $MFT_DATA_DIR, the embedded SST-2, the Hub", None)
@@ -53,7 +55,8 @@ class FinetuneConfig:
     epochs: int = _help("passes over the training rows (ignored when --max-steps > 0)", 1)
     max_steps: int = _help("optimizer steps to run, overriding --epochs (0: epochs decide)", 0)
     batch_size: int = _help("training rows per step (length-bucketed, seeded shuffle)", 32)
-    lr: float | None = _help("peak learning rate (default: the method's: full/freeze 5e-5, bitfit 1e-3, lora 5e-4)",
+    lr: float | None = _help("peak learning rate (default: the method's: full/freeze 5e-5, bitfit 1e-3, lora 5e-4, "
+                             "learned-mask 2e-5)",
                              None)
     weight_decay: float = _help("AdamW weight decay (not applied to biases and LayerNorm weights)", 0.01)
     warmup_ratio: float = _help("share of the steps with linear warm-up, then linear decay to 0", 0.1)
@@ -82,6 +85,12 @@ class FinetuneConfig:
     bitfit_clip: float = _help("clip the biases' gradient norm to this before the global clip (0: off)", 0.0)
     bitfit_head: bool = _help("BitFit also trains the classifier weight", False)
     freeze_layers: int = _help("freeze: the embeddings and this many lowest encoder layers stay frozen", 0)
+    keep_ratio: float = _help("learned-mask: share of each masked weight tensor kept, in (0, 1]", 0.9)
+    mask_layers: str = _help("learned-mask: encoder layers masked: all | comma-separated numbers, e.g. 4,5", "all")
+    mask_modules: str = _help("learned-mask: linear modules masked: all | attn-qkv | attn-full | ffn-only | full | "
+                              "comma-separated module name patterns (glob or substring)", "all")
+    mask_init: str = _help("learned-mask: scores start at |W| (magnitude: the magnitude mask) or all equal (constant)",
+                           "magnitude")
     text_column: str | None = _help("text column of a local file task", None)
     text_pair_column: str | None = _help("second text column of a local pair task", None)
     label_column: str | None = _help("label column of a local file task", None)
@@ -128,6 +137,7 @@ class FinetuneConfig:
         parse_group_lrs(self.bitfit_lr)
         if self.freeze_layers < 0:
             raise ConfigError(f"--freeze-layers {self.freeze_layers} must be >= 0")
+        validate_mask_options(self.keep_ratio, self.mask_layers, self.mask_modules, self.mask_init)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

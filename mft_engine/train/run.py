@@ -2,8 +2,9 @@
 
 The folder holds results.json (config, versions, machine, method, parameter counts, time, memory, stored
 size, metrics on the evaluation half, the scoring half and the whole validation split, per-step loss),
-summary.txt, training_loss.png, logs/run.log, stored/ (what the method stores, unless --no-save-model)
-and, with --save-at, checkpoints.json and checkpoints/acc_<target>/ folders.
+summary.txt, training_loss.png, logs/run.log, stored/ (what the method stores, unless --no-save-model),
+for learned-mask the untrained controls under `baselines`, and, with --save-at, checkpoints.json and
+checkpoints/acc_<target>/ folders.
 """
 from __future__ import annotations
 
@@ -107,6 +108,19 @@ def finetune(config: FinetuneConfig, progress: Progress | None = None,
         vsets = ValidationSets(val_tokens, list(val.labels), val.num_labels, val.is_regression,
                                scoring_rows, evaluation_rows, cfg.eval_batch_tokens)
 
+        # Methods with untrained controls (learned-mask: random and row-wise L1 masks at the same keep
+        # ratio) evaluate them on the base model before prepare() changes it.
+        baselines = None
+        baselines_s = 0.0
+        if hasattr(method, "baselines"):
+            t = time.perf_counter()
+            progress.phase("baselines")
+            baselines = method.baselines(lm.model, cfg, lambda m: {
+                "metrics": task_metrics(vsets.metrics(m, "evaluation"), spec.metrics),
+                "metrics_whole": task_metrics(vsets.metrics(m, "whole"), spec.metrics)})
+            progress.done()
+            baselines_s = time.perf_counter() - t
+
         torch.manual_seed(cfg.seed)  # LoRA's initialisation
         prepared = method.prepare(lm.model, cfg)
         model = prepared.model
@@ -176,6 +190,9 @@ def finetune(config: FinetuneConfig, progress: Progress | None = None,
             "timings": {"train_s": tlog.train_s, "validation_s": tlog.validation_s,
                         "checkpoint_s": tlog.checkpoint_s},
         }
+        if baselines is not None:
+            record["baselines"] = baselines
+            record["timings"]["baselines_s"] = baselines_s
         if targets is not None:
             record["checkpoints"] = targets.to_dict()
             folder.write_json("checkpoints.json", targets.to_dict())
@@ -218,6 +235,10 @@ def summary_text(record: dict[str, Any]) -> str:
         _line("scoring half", record["metrics_scoring_half"]) + f"  (n={record['data']['n_scoring_half']})",
         _line("whole split", record["metrics_whole"]) + f"  (n={record['data']['n_validation']})",
     ]
+    if "baselines" in record:
+        lines += ["", f"untrained controls at keep ratio {c.get('keep_ratio')} (evaluation half):"]
+        for kind, b in record["baselines"].items():
+            lines.append(_line(f"  {kind}", b["metrics"]) + f"  (kept {b['keep_ratio']:.4f})")
     if "checkpoints" in record:
         lines += ["", "checkpoints at target accuracy (scoring half):"]
         for r in record["checkpoints"]["targets"]:

@@ -22,7 +22,7 @@ def _cli(args, capsys):
 
 
 @pytest.mark.parametrize("args,needles", [
-    (["--method", "adapter"], ["'adapter'", "bitfit, freeze, full, lora"]),
+    (["--method", "adapter"], ["'adapter'", "bitfit, freeze, full, learned-mask, lora"]),
     (["--method", "lora", "--lora-placement", "mlp"], ["--lora-placement 'mlp'", "attn-qkv"]),
     (["--method", "lora", "--lora-rank", "0"], ["--lora-rank 0"]),
     (["--method", "lora", "--lora-rank", "-1"], ["--lora-rank -1"]),

@@ -25,7 +25,7 @@ def _prepare(model, method, **kw):
 
 def test_registry_names_and_unknown_method():
     assert {"full", "bitfit", "lora", "freeze"} <= set(method_names())
-    with pytest.raises(ConfigError, match="bitfit, freeze, full, lora"):
+    with pytest.raises(ConfigError, match="bitfit, freeze, full, learned-mask, lora"):
         get_method("qlora-ish")
     with pytest.raises(ConfigError, match="registered"):
         FinetuneConfig(method="adapter")
