@@ -182,19 +182,30 @@ def finetune(
     bitfit_clip: Optional[float] = typer.Option(None, help=_fh("bitfit_clip")),
     bitfit_head: Optional[bool] = typer.Option(None, "--bitfit-head/--no-bitfit-head", help=_fh("bitfit_head")),
     freeze_layers: Optional[int] = typer.Option(None, help=_fh("freeze_layers")),
+    keep_ratio: Optional[float] = typer.Option(None, help=_fh("keep_ratio")),
+    mask_layers: Optional[str] = typer.Option(None, help=_fh("mask_layers")),
+    mask_modules: Optional[str] = typer.Option(None, help=_fh("mask_modules")),
+    mask_init: Optional[str] = typer.Option(None, help=_fh("mask_init")),
     text_column: Optional[str] = typer.Option(None, help=_fh("text_column")),
     text_pair_column: Optional[str] = typer.Option(None, help=_fh("text_pair_column")),
     label_column: Optional[str] = typer.Option(None, help=_fh("label_column")),
+    seeds: Optional[str] = typer.Option(None, help="run once per seed (comma-separated, e.g. 1,2,3) into "
+                                        "results/finetune_seeds_<method>_<timestamp>/ and report the mean and a "
+                                        "percentile-bootstrap 95% CI of each metric; replaces --seed"),
     json_out: bool = typer.Option(False, "--json", help="print the run's headline figures as one JSON object"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
 ) -> None:
-    """Fine-tune a model with one method (full, bitfit, lora, freeze); report trainable parameters, time,
-    memory, stored size and metrics on the validation halves. Writes results/finetune_<method>_<timestamp>/."""
+    """Fine-tune a model with one method (full, bitfit, lora, freeze, learned-mask); report trainable parameters,
+    time, memory, stored size and metrics on the validation halves (learned-mask: also its random and row-wise
+    L1 controls). Writes results/finetune_<method>_<timestamp>/."""
     from .train import FinetuneConfig
     from .train import finetune as run_finetune
 
     given = {k: v for k, v in locals().items()
-             if k not in ("json_out", "quiet", "FinetuneConfig", "run_finetune") and v is not None}
+             if k not in ("json_out", "quiet", "seeds", "FinetuneConfig", "run_finetune") and v is not None}
+    if seeds is not None:
+        _finetune_seeds(given, seeds, json_out, quiet)
+        return
     cfg = FinetuneConfig(**given)
     with RichProgress(quiet or json_out) as progress:
         result = run_finetune(cfg, progress)
@@ -212,6 +223,122 @@ def finetune(
         print(json.dumps(brief))
     elif not quiet:
         print((result.out_dir / "summary.txt").read_text())
+        print(f"results: {result.out_dir}")
+
+
+def _finetune_seeds(given: dict[str, Any], seeds: str, json_out: bool, quiet: bool) -> None:
+    """`mft finetune ... --seeds 1,2,3`: one run per seed and the summary across them."""
+    from .train import FinetuneConfig
+    from .train.sweep import finetune_seeds, parse_seeds
+
+    if "seed" in given:
+        raise ConfigError("--seed and --seeds both given; pass the seeds in --seeds only")
+    seed_list = parse_seeds(seeds)
+    cfg = FinetuneConfig(**given, seed=seed_list[0])
+    with RichProgress(quiet or json_out) as progress:
+        result = finetune_seeds(cfg, seed_list, progress)
+    rec = result.record
+    if json_out:
+        keys = ("method", "task", "seeds", "trainable_params", "total_params", "trainable_share", "primary_metric",
+                "metrics", "metrics_whole", "train_s", "bootstrap")
+        print(json.dumps({**{k: rec[k] for k in keys}, "out_dir": str(result.out_dir),
+                          "runs": [str(p) for p in result.run_dirs]}))
+    elif not quiet:
+        print((result.out_dir / "summary.txt").read_text())
+        print(f"results: {result.out_dir}")
+
+
+def _finetune_flag_parameters() -> list:
+    """One optional CLI parameter per FinetuneConfig field (bools as --x/--no-x, lists as a string), so
+    `mft sweep` takes every finetune flag as a fixed setting, new fields included, without a second list."""
+    import dataclasses
+    import inspect
+    import types
+    import typing
+
+    from .train import FinetuneConfig
+
+    hints = typing.get_type_hints(FinetuneConfig)
+    params = []
+    for f in dataclasses.fields(FinetuneConfig):
+        tp = hints[f.name]
+        if isinstance(tp, types.UnionType):
+            tp = next(a for a in typing.get_args(tp) if a is not type(None))
+        if typing.get_origin(tp) is list:
+            tp = str
+        flag = "--" + f.name.replace("_", "-")
+        help_text = "parent folder of the sweep folder" if f.name == "out" else f.metadata.get("help", "")
+        decls = (f"{flag}/--no-{flag[2:]}",) if tp is bool else (flag,)
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[tp],
+                                        default=typer.Option(None, *decls, help=help_text)))
+    return params
+
+
+def _with_finetune_flags(func):
+    """Give a command taking **fixed every FinetuneConfig flag as an option (see _finetune_flag_parameters)."""
+    import inspect
+
+    sig = inspect.signature(func)
+    own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in sig.parameters.values()
+           if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    func.__signature__ = sig.replace(parameters=own + _finetune_flag_parameters())
+    return func
+
+
+@app.command("sweep")
+@_with_finetune_flags
+def sweep_command(
+    grid: Optional[list[str]] = typer.Option(None, "--grid", help="an axis field=v1,v2,... over any finetune "
+                                             "setting (repeatable; values split on ';' when one holds a comma)"),
+    name: Optional[str] = typer.Option(None, help="sweep folder name sweep_<name> under --out; re-running with "
+                                       "the same --out and --name resumes it"),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="continue a sweep folder (finished cells are "
+                                          "not re-run; --grid and flags may be left out)"),
+    json_out: bool = typer.Option(False, "--json", help="print the best cell and every cell's status as one "
+                                  "JSON object"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+    **fixed: Any,
+) -> None:
+    """Grid search: one finetune per cell of --grid (other finetune flags are fixed settings); the best
+    cell is chosen on the scoring half and reported on the evaluation half. Writes results/sweep_<name>/."""
+    from .train.sweep import SweepConfig, sweep
+
+    fixed = {k: v for k, v in fixed.items() if v is not None}
+    out = fixed.pop("out", None)
+    if not grid and resume is None and name is None:
+        raise ConfigError("--grid is required: give at least one axis, e.g. --grid lr=1e-4,5e-5")
+    cfg = SweepConfig(grid=grid or [], fixed=fixed, out=out or "results", name=name)
+    with RichProgress(quiet or json_out) as progress:
+        result = sweep(cfg, resume=resume, progress=progress)
+    rec = result.record
+    if json_out:
+        print(json.dumps({"out_dir": str(result.out_dir), "grid": rec["grid"], "n_cells": rec["n_cells"],
+                          "n_finished": rec["n_finished"], "n_failed": rec["n_failed"],
+                          "n_finished_earlier": rec["n_finished_earlier"], "selection": rec["selection"],
+                          "best": rec["best"],
+                          "cells": [{k: c[k] for k in ("id", "values", "status", "attempts", "error")}
+                                    for c in rec["cells"]]}))
+    elif not quiet:
+        print((result.out_dir / "summary.txt").read_text())
+        print(f"results: {result.out_dir}")
+
+
+@app.command()
+def compare(
+    run_dirs: list[Path] = typer.Argument(..., help="finetune results folders (results/finetune_*)"),
+    out: str = typer.Option("results", help="parent folder of the compare_<timestamp> folder"),
+    json_out: bool = typer.Option(False, "--json", help="print the table rows and the folder as one JSON object"),
+    quiet: bool = typer.Option(False, "--quiet", help="print nothing but errors"),
+) -> None:
+    """The methods table over finetune runs: methods.csv, methods.md and methods_tradeoff.png (metric on the
+    evaluation half vs trainable share vs time). Writes results/compare_<timestamp>/."""
+    from .report.compare import compare_runs
+
+    result = compare_runs(run_dirs, out)
+    if json_out:
+        print(json.dumps({"out_dir": str(result.out_dir), "rows": result.rows}))
+    elif not quiet:
+        print((result.out_dir / "methods.md").read_text())
         print(f"results: {result.out_dir}")
 
 
@@ -299,26 +426,46 @@ def info(json_out: bool = typer.Option(False, "--json", help="one JSON object"))
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the Typer app, turning MftError into one line on stderr and exit code 2."""
+    interrupted = "mft: interrupted; an interrupted run's .partial folder can be continued with --resume"
     try:
-        app(args=argv, standalone_mode=False)
+        rv = app(args=argv, standalone_mode=False)
     except MftError as e:
         print(f"mft: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("mft: interrupted; an interrupted run's .partial folder can be continued with --resume", file=sys.stderr)
+        print(interrupted, file=sys.stderr)
         return 130
     except SystemExit as e:
         return int(e.code or 0) if not isinstance(e.code, str) else 2
     except Exception as e:  # click's usage errors
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+        usage, abort = _click_exception_types()
+        if isinstance(e, usage):
             e.show()
             return 2
-        if isinstance(e, click.exceptions.Abort):
+        if isinstance(e, abort):
+            print(interrupted, file=sys.stderr)
             return 130
         raise
-    return 0
+    # Without standalone mode, typer turns Ctrl-C into a returned 130 (and typer.Exit into its code).
+    if rv == 130:
+        print(interrupted, file=sys.stderr)
+    return rv if isinstance(rv, int) else 0
+
+
+def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """(usage-error, abort) exception types of click and of the click copy that typer >= 0.26 vendors."""
+    import click
+
+    usage, abort = [click.exceptions.ClickException], [click.exceptions.Abort]
+    try:
+        from typer._click import exceptions as vendored
+    except ImportError:
+        pass
+    else:
+        usage.append(vendored.ClickException)
+    if isinstance(getattr(typer, "Abort", None), type):
+        abort.append(typer.Abort)
+    return tuple(usage), tuple(abort)
 
 
 if __name__ == "__main__":
