@@ -411,6 +411,140 @@ def bench_collect(
     _print_bench(bc.run(model, task, samples, reduction, precision, repeats, data_dir), json_out)
 
 
+study_app = typer.Typer(no_args_is_help=True, help="Fine-tuning studies: data-centric sampling, noise robustness, "
+                        "few-shot scaling, LoRA transfer with SVD. Each writes results/<study>_<timestamp>/.")
+app.add_typer(study_app, name="study")
+
+
+def _config_flag_parameters(cls: type) -> list:
+    """One optional CLI parameter per field of a study config dataclass (bools as --x/--no-x), help from
+    the field's metadata, so a study's flags never drift from its config."""
+    import dataclasses
+    import inspect
+    import types
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    hidden = set(getattr(cls, "HIDDEN_FLAGS", ()))
+    params = []
+    for f in dataclasses.fields(cls):
+        if f.name in hidden:
+            continue
+        tp = hints[f.name]
+        if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+            tp = next(a for a in typing.get_args(tp) if a is not type(None))
+        flag = "--" + f.name.replace("_", "-")
+        decls = (f"{flag}/--no-{flag[2:]}",) if tp is bool else (flag,)
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if default is None:
+            shown: bool | str = False
+        elif tp is bool:
+            shown = flag[2:] if default else f"no-{flag[2:]}"
+        else:
+            shown = str(default)
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[tp],
+                                        default=typer.Option(None, *decls, help=f.metadata.get("help", ""),
+                                                             show_default=shown)))
+    return params
+
+
+def _with_config_flags(cls: type):
+    """Give a study command taking **given one option per field of `cls` (see _config_flag_parameters)."""
+    import inspect
+
+    def wrap(func):
+        sig = inspect.signature(func)
+        own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in sig.parameters.values()
+               if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        func.__signature__ = sig.replace(parameters=own + _config_flag_parameters(cls))
+        return func
+
+    return wrap
+
+
+def _run_study(config_cls: type, runner, given: dict[str, Any], json_out: bool, quiet: bool,
+               table_key: str = "table") -> None:
+    """Build the study config from the flags given, run the study, print its summary or one JSON object."""
+    cfg = config_cls(**{k: v for k, v in given.items() if v is not None})
+    with RichProgress(quiet or json_out) as progress:
+        result = runner(cfg, progress)
+    rec = result.record
+    if json_out:
+        print(json.dumps({"study": rec["study"], "out_dir": str(result.out_dir), "data": rec["data"],
+                          "primary_metric": rec["primary_metric"], table_key: rec[table_key],
+                          "timings": rec["timings"]}, default=str))
+    elif not quiet:
+        print((result.out_dir / "summary.txt").read_text(encoding="utf-8"))
+        print(f"results: {result.out_dir}")
+
+
+def _study_config(name: str) -> type:
+    import importlib
+
+    return getattr(importlib.import_module(f"mft_engine.experiments.{name}"), {
+        "data_centric": "DataCentricConfig", "noise": "NoiseConfig", "few_shot": "FewShotConfig",
+        "transfer": "TransferConfig"}[name])
+
+
+_JSON_HELP = "print the study's table and folder as one JSON object"
+
+
+@study_app.command("data-centric")
+@_with_config_flags(_study_config("data_centric"))
+def study_data_centric(
+    json_out: bool = typer.Option(False, "--json", help=_JSON_HELP),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+    **given: Any,
+) -> None:
+    """A teacher's per-sample loss ranks the pool; equal-size subsets (uniform, easy, hard, middle, mixed) are
+    each fine-tuned the same way. Writes results/data_centric_<timestamp>/."""
+    from .experiments.data_centric import DataCentricConfig, run_data_centric
+
+    _run_study(DataCentricConfig, run_data_centric, given, json_out, quiet)
+
+
+@study_app.command("noise")
+@_with_config_flags(_study_config("noise"))
+def study_noise(
+    json_out: bool = typer.Option(False, "--json", help=_JSON_HELP),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+    **given: Any,
+) -> None:
+    """Train clean, test on corrupted text (emoji, character and word noise) at several levels; and noise-augmented
+    training tested the same way. Writes results/noise_<timestamp>/."""
+    from .experiments.noise import NoiseConfig, run_noise
+
+    _run_study(NoiseConfig, run_noise, given, json_out, quiet)
+
+
+@study_app.command("few-shot")
+@_with_config_flags(_study_config("few_shot"))
+def study_few_shot(
+    json_out: bool = typer.Option(False, "--json", help=_JSON_HELP),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+    **given: Any,
+) -> None:
+    """Scaling curve: fine-tune on k = 16, 32, 64, ... rows (class-balanced, nested) up to the pool, over seeds.
+    Writes results/few_shot_<timestamp>/."""
+    from .experiments.few_shot import FewShotConfig, run_few_shot
+
+    _run_study(FewShotConfig, run_few_shot, given, json_out, quiet, table_key="curve")
+
+
+@study_app.command("transfer")
+@_with_config_flags(_study_config("transfer"))
+def study_transfer(
+    json_out: bool = typer.Option(False, "--json", help=_JSON_HELP),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+    **given: Any,
+) -> None:
+    """LoRA on --task (SST-2), then frozen adapter + new head on --target-task (MRPC) vs LoRA from scratch, per
+    placement; SVD and stable rank of every LoRA update. Writes results/transfer_<timestamp>/."""
+    from .experiments.transfer import TransferConfig, run_transfer
+
+    _run_study(TransferConfig, run_transfer, given, json_out, quiet)
+
+
 @app.command()
 def info(json_out: bool = typer.Option(False, "--json", help="one JSON object")) -> None:
     """Versions, threads, CPU features and the active kernel path."""

@@ -1,0 +1,338 @@
+"""What every fine-tuning study shares: its common configuration, one controlled fine-tune ("trial") on
+chosen rows or changed texts, the metrics on both validation halves, and the results-folder record.
+
+A study runs many trials that differ in one thing only (the rows, the texts, the adapter's origin), so
+each trial starts from the same base model (re-created from the seed, not carried over), trains with
+`train_model` under the same FinetuneConfig, and is evaluated on the same validation halves. Studies
+choose nothing from validation data, so every reported figure comes from the evaluation half, with the
+whole split beside it for comparison with published numbers (DESIGN.md, honest evaluation).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import PRECISIONS, SAMPLE_ORDERS, _help
+from ..data import TaskData, load_data, select_samples, tokenize_split, validation_halves
+from ..errors import ConfigError
+from ..models import load_model
+from ..report import machine_info, versions
+from .mft_study import Progress
+
+#: study fields copied into the FinetuneConfig of every trial
+_FINETUNE_FIELDS = ("method", "model", "task", "data_dir", "epochs", "max_steps", "batch_size", "lr", "seed",
+                    "precision", "max_length", "eval_batch_tokens", "lora_rank", "lora_alpha", "lora_placement",
+                    "out")
+
+
+@dataclass
+class StudyConfig:
+    """Fields every study shares: the model, the task, the rows, and how each trial fine-tunes.
+
+    Subclasses add the study's own fields. Validation builds the trials' FinetuneConfig once, so a bad
+    method, learning rate or placement fails before anything runs, naming the flag.
+    """
+
+    model: str = _help("minilm | bert-base-random | bert-tiny-random | a checkpoint folder | a Hub id", "minilm")
+    task: str = _help("task id (sst2, mrpc, cola, ...) or a local CSV/TSV/JSONL file or folder", "sst2")
+    data_dir: str | None = _help("GLUE root or task folder; else $MFT_DATA_DIR, the embedded SST-2, the Hub", None)
+    samples: int | None = _help("training rows in the study's pool (default: all)", None)
+    sample_order: str = _help("first (first N rows) | seeded (N rows drawn with the seed)", "first")
+    method: str = _help("fine-tuning method of every trial: full | bitfit | lora | freeze", "full")
+    epochs: int = _help("passes over each trial's training rows (ignored when --max-steps > 0)", 1)
+    max_steps: int = _help("optimizer steps of each trial, overriding --epochs (0: epochs decide)", 0)
+    batch_size: int = _help("training rows per step", 32)
+    lr: float | None = _help("peak learning rate (default: the method's)", None)
+    seed: int = _help("seed of the pool, the subsets, the heads, LoRA init, shuffling and the validation halves", 42)
+    precision: str = _help("fp32 | bf16 (bf16 autocast forward/backward, fp32 weights)", "fp32")
+    max_length: int = _help("maximum tokens per sentence (pair)", 128)
+    eval_batch_tokens: int = _help("token budget of an evaluation batch", 8192)
+    lora_rank: int = _help("LoRA rank r (method lora)", 8)
+    lora_alpha: float = _help("LoRA alpha (the update is scaled by alpha / r)", 16.0)
+    lora_placement: str = _help("LoRA layers: attn-qkv | attn-full | ffn-only | full", "attn-qkv")
+    out: str = _help("parent folder of the results folder", "results")
+
+    def __post_init__(self) -> None:
+        if self.samples is not None and self.samples < 1:
+            raise ConfigError(f"--samples {self.samples} must be >= 1")
+        if self.sample_order not in SAMPLE_ORDERS:
+            raise ConfigError(f"--sample-order {self.sample_order!r} is not one of {', '.join(SAMPLE_ORDERS)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"--precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        self.finetune_config()  # validates the training fields (ConfigError naming the flag)
+
+    def finetune_config(self, **overrides: Any):
+        """The FinetuneConfig of one trial: this study's training fields, nothing chosen on validation data
+        (no early stopping, no checkpoints), nothing stored; `overrides` replace fields (e.g. seed, method)."""
+        from ..train import FinetuneConfig
+
+        fields = {k: getattr(self, k) for k in _FINETUNE_FIELDS if hasattr(self, k)}
+        fields.update(save_model=False, save_at=[], early_stopping_patience=0)
+        fields.update(overrides)
+        return FinetuneConfig(**fields)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def parse_int_list(flag: str, value: str | Sequence[int] | None) -> list[int]:
+    """'16,32,64' (or a list) → the ints in the given order, duplicates dropped; ConfigError naming `flag`."""
+    if value is None or value == "":
+        return []
+    try:
+        items = [int(v) for v in value.split(",") if v.strip()] if isinstance(value, str) else [int(v) for v in value]
+    except ValueError:
+        raise ConfigError(f"{flag} {value!r} is not a comma-separated list of integers") from None
+    return list(dict.fromkeys(items))
+
+
+def parse_float_list(flag: str, value: str | Sequence[float] | None) -> list[float]:
+    """'0,0.1,0.2' (or a list) → the floats in the given order, duplicates dropped; ConfigError naming `flag`."""
+    if value is None or value == "":
+        return []
+    try:
+        items = ([float(v) for v in value.split(",") if v.strip()] if isinstance(value, str)
+                 else [float(v) for v in value])
+    except ValueError:
+        raise ConfigError(f"{flag} {value!r} is not a comma-separated list of numbers") from None
+    return list(dict.fromkeys(items))
+
+
+def parse_names(flag: str, value: str | Sequence[str], allowed: Sequence[str]) -> list[str]:
+    """'a,b' (or a list) → names in order, each one of `allowed` ('all' → every allowed one)."""
+    items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else [str(v) for v in value]
+    if items == ["all"]:
+        return list(allowed)
+    if not items:
+        raise ConfigError(f"{flag} is empty; expected one or more of {', '.join(allowed)}")
+    bad = [v for v in items if v not in allowed]
+    if bad:
+        raise ConfigError(f"{flag} {bad[0]!r} is not one of {', '.join(allowed)}")
+    return list(dict.fromkeys(items))
+
+
+# ------------------------------------------------------------------------------------------------ trials
+
+
+class Bench:
+    """One task's data, tokenizer, base models and validation halves, prepared once for many trials.
+
+    `base(seed)` is a fresh copy of the base model whose new head comes from `seed` (models are built
+    once per seed and deep-copied, so a checkpoint is read once). `train` holds the pool rows only, in
+    pool order; `val` the whole validation split with `vsets` its tokenized halves.
+    """
+
+    def __init__(self, cfg: StudyConfig, task: str, data_dir: str | None, samples: int | None,
+                 model: str | None = None):
+        where = _Where(task, data_dir, cfg)
+        self.model_name = model or cfg.model
+        self.cfg = cfg
+        full_train = load_data(where, "train")
+        self.val = load_data(where, "validation")
+        self.spec = full_train.task
+        pool = select_samples(len(full_train), samples, order=cfg.sample_order, seed=cfg.seed)
+        self.train = full_train.subset(pool)
+        self.n_train_rows = len(full_train)
+        self._models: dict[int, Any] = {}
+        lm = self._load(cfg.seed)
+        self.tokenizer = lm.tokenizer
+        self.model_source = lm.source
+        self.train_tokens = tokenize_split(self.tokenizer, self.train, None, max_length=cfg.max_length)
+        self.scoring_rows, self.evaluation_rows = validation_halves(len(self.val), cfg.seed)
+        self.vsets = self.validation_sets(self.val)
+
+    @classmethod
+    def of(cls, cfg: StudyConfig) -> Bench:
+        """The bench of the study's own task, data folder and pool (--task, --data-dir, --samples)."""
+        return cls(cfg, cfg.task, cfg.data_dir, cfg.samples)
+
+    def _load(self, seed: int):
+        if seed not in self._models:
+            self._models[seed] = load_model(self.model_name, self.spec.num_labels, seed=seed,
+                                            problem_type="regression" if self.spec.is_regression else None)
+        return self._models[seed]
+
+    def base(self, seed: int) -> torch.nn.Module:
+        """A fresh copy of the base model with the head initialised from `seed` (eval mode)."""
+        return copy.deepcopy(self._load(seed).model)
+
+    def tokens(self, data: TaskData):
+        """`data` tokenized as this bench tokenizes (same tokenizer and max_length)."""
+        return tokenize_split(self.tokenizer, data, None, max_length=self.cfg.max_length)
+
+    def validation_sets(self, val: TaskData):
+        """ValidationSets over `val` (the validation split, or a changed copy of it) with this bench's halves."""
+        from ..train.loop import ValidationSets
+
+        return ValidationSets(self.tokens(val), list(val.labels), val.num_labels, val.is_regression,
+                              self.scoring_rows, self.evaluation_rows, self.cfg.eval_batch_tokens)
+
+    def data_record(self) -> dict[str, Any]:
+        return {"task": self.spec.name, "train_source": self.train.source, "validation_source": self.val.source,
+                "n_train_rows": self.n_train_rows, "pool": len(self.train), "n_validation": len(self.val),
+                "n_evaluation_half": len(self.evaluation_rows), "n_scoring_half": len(self.scoring_rows),
+                "model": self.model_source}
+
+
+@dataclass
+class _Where:
+    """A data location other than the study's own (the transfer study's target task)."""
+
+    task: str
+    data_dir: str | None
+    cfg: Any
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.cfg, name)
+
+
+@dataclass
+class StudyOutput:
+    """A finished study: its results folder, results.json as a dict, and its main table (the CSV's rows)."""
+
+    out_dir: Path
+    record: dict[str, Any]
+    table: list[dict[str, Any]]
+
+
+@dataclass
+class Trial:
+    """A trained model and what its training did: `log` is the TrainLog, `notes` the method's notes."""
+
+    model: torch.nn.Module
+    log: Any
+    notes: dict[str, Any]
+    trainable_params: int
+
+
+def run_trial(bench: Bench, ft_cfg, rows: Sequence[int], train_tokens=None, model: torch.nn.Module | None = None,
+              progress: Progress | None = None, prepare=None) -> Trial:
+    """Fine-tune on `rows` (positions in `train_tokens`, default the bench's pool tokens) as `ft_cfg` says.
+
+    The model is `model` or a fresh `bench.base(ft_cfg.seed)`; `prepare(model) -> (Prepared, Method)`
+    replaces the method's own preparation (the transfer study's head-only training). Cost: the training
+    steps of `train_model`; no validation pass (nothing is chosen on validation data).
+    """
+    from ..train import get_method, train_model
+
+    if not rows:
+        raise ConfigError("a study trial got no training rows")
+    tokens = bench.train_tokens if train_tokens is None else train_tokens
+    model = bench.base(ft_cfg.seed) if model is None else model
+    torch.manual_seed(ft_cfg.seed)  # LoRA's initialisation
+    if prepare is None:
+        method = get_method(ft_cfg.method)
+        prepared = method.prepare(model, ft_cfg)
+    else:
+        prepared, method = prepare(model)
+    tlog = train_model(prepared, method, ft_cfg, tokens, list(rows), bench.vsets, bench.spec.primary_metric,
+                       progress=progress)
+    return Trial(prepared.model, tlog, prepared.notes, method.trainable_params(prepared.model))
+
+
+def halves_metrics(bench: Bench, model: torch.nn.Module, vsets=None) -> dict[str, dict[str, float]]:
+    """The task's metrics of `model` on the evaluation half and on the whole split ("evaluation", "whole")."""
+    vsets = bench.vsets if vsets is None else vsets
+    names = bench.spec.metrics
+    out = {}
+    for which in ("evaluation", "whole"):
+        m = vsets.metrics(model, which)
+        out[which] = {k: float(m[k]) for k in names if k in m}
+    return out
+
+
+def flat_metrics(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
+    """{"evaluation": {"accuracy": a}, "whole": {...}} → {"accuracy": a, ..., "accuracy_whole": ...} (table columns)."""
+    row = dict(metrics["evaluation"])
+    row.update({f"{k}_whole": v for k, v in metrics["whole"].items()})
+    return row
+
+
+def trial_record(trial: Trial) -> dict[str, Any]:
+    """What results.json keeps of one trial: steps, time, trainable parameters, the per-step losses."""
+    return {"steps": trial.log.steps, "train_s": trial.log.train_s, "trainable_params": trial.trainable_params,
+            "final_loss": trial.log.losses[-1] if trial.log.losses else None, "losses": trial.log.losses}
+
+
+def base_record(cfg: StudyConfig, study: str, bench: Bench, timings: dict[str, float]) -> dict[str, Any]:
+    """The head of a study's results.json: study name, config, versions, machine, data, timings."""
+    return {"study": study, "config": cfg.to_dict(), "versions": versions(), "machine": machine_info(),
+            "data": bench.data_record(), "primary_metric": bench.spec.primary_metric,
+            "metrics_reported": "evaluation half of the validation split (seeded); *_whole: the whole split",
+            "timings": timings}
+
+
+class Timer:
+    """Phase timings for results.json: `with timer("train"): ...` adds the seconds under "train_s"."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.timings: dict[str, float] = {}
+
+    def __call__(self, name: str):
+        timer = self
+
+        class _Phase:
+            def __enter__(self):
+                self.t = time.perf_counter()
+
+            def __exit__(self, *exc):
+                key = f"{name}_s"
+                timer.timings[key] = timer.timings.get(key, 0.0) + time.perf_counter() - self.t
+                return False
+
+        return _Phase()
+
+    def total(self) -> dict[str, float]:
+        self.timings["total_s"] = time.perf_counter() - self.t0
+        return self.timings
+
+
+def write_table(folder, name: str, rows: list[dict[str, Any]]) -> None:
+    """A CSV of `rows` whose columns are the union of the rows' keys in first-seen order (missing and None
+    cells are empty; list values are joined with ';')."""
+    columns: dict[str, None] = {}
+    for r in rows:
+        columns.update(dict.fromkeys(r))
+
+    def cell(v: Any) -> Any:
+        if v is None:
+            return ""
+        return ";".join(f"{x:.6g}" if isinstance(x, float) else str(x) for x in v) if isinstance(v, list) else v
+
+    folder.write_csv(name, [{c: cell(r.get(c)) for c in columns} for r in rows])
+
+
+def table_text(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
+    """A fixed-width text table of `columns` (floats to 4 decimals) for summary.txt."""
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4f}"
+        return "" if v is None else str(v)
+
+    cells = [[fmt(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(x[i]) for x in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(x.ljust(w) for x, w in zip(cell, widths)) for cell in cells]
+    return "\n".join(lines)
+
+
+def mean_and_range(values: Sequence[float]) -> dict[str, float]:
+    """Mean, min and max of values (the spread across seeds; a bootstrap CI is added where n ≥ 2)."""
+    a = np.asarray(values, dtype=np.float64)
+    return {"mean": float(a.mean()), "min": float(a.min()), "max": float(a.max()), "n": int(a.size)}
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed)."""
+    from ..report.plots import _plt
+
+    return _plt()
