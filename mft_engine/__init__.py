@@ -14,10 +14,13 @@ from .errors import (ConfigError, DataError, MaskMismatchError, MftError, ModelE
 from .experiments import run_study  # noqa: E402
 from .masking import Mask, Selection, detrimental_mask, eligible_parameters, random_mask, select_detrimental  # noqa: E402
 from .models import load_model  # noqa: E402
+from .report.compare import compare_runs  # noqa: E402
 from .train import FinetuneConfig, finetune  # noqa: E402
+from .train.sweep import SweepConfig, finetune_seeds, sweep  # noqa: E402
 
 __all__ = [
     "Batch", "ConfigError", "DataError", "FinetuneConfig", "GradientState", "Mask", "MaskMismatchError", "MftError", "ModelError",
     "NonFiniteError", "ResumeError", "RunConfig", "Selection", "collect_gradients", "detrimental_mask",
     "eligible_parameters", "load_model", "ops", "random_mask", "run_study", "select_detrimental", "finetune",
+    "SweepConfig", "compare_runs", "finetune_seeds", "sweep",
 ]
