@@ -195,7 +195,7 @@ def finetune(
     json_out: bool = typer.Option(False, "--json", help="print the run's headline figures as one JSON object"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
 ) -> None:
-    """Fine-tune a model with one method (full, bitfit, lora, freeze, learned-mask); report trainable parameters,
+    """Fine-tune a model with one method (full, bitfit, lora, lora8, qlora, freeze, learned-mask); report trainable parameters,
     time, memory, stored size and metrics on the validation halves (learned-mask: also its random and row-wise
     L1 controls). Writes results/finetune_<method>_<timestamp>/."""
     from .train import FinetuneConfig

@@ -1,9 +1,9 @@
-"""Fine-tuning methods (full, BitFit, LoRA, layer freezing, learned masks), the shared training loop,
-checkpoints at target accuracy, and `finetune(config)`, the run behind `mft finetune`.
+"""Fine-tuning methods (full, BitFit, LoRA, 8-bit LoRA, QLoRA, layer freezing, learned masks), the shared
+training loop, checkpoints at target accuracy, and `finetune(config)`, the run behind `mft finetune`.
 
 Each method is one module registering a `Method` subclass; `get_method(name)` finds it.
 """
-from . import bitfit, freeze, full, learned_mask, lora  # noqa: F401  (importing a method's module registers it)
+from . import bitfit, freeze, full, learned_mask, lora, lora_quant  # noqa: F401  (importing a method's module registers it)
 from .checkpoints import CheckpointTargets, TargetRecord
 from .config import FinetuneConfig, parse_targets
 from .loop import length_bucketed_batches, train_model

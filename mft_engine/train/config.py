@@ -46,7 +46,7 @@ class FinetuneConfig:
     """Configuration of `mft finetune`: train one method, evaluate on the validation halves, write
     results/finetune_<method>_<timestamp>/."""
 
-    method: str = _help("fine-tuning method: full | bitfit | lora | freeze | learned-mask", "full")
+    method: str = _help("fine-tuning method: full | bitfit | lora | lora8 | qlora | freeze | learned-mask", "full")
     model: str = _help("minilm | bert-base-random | bert-tiny-random | a checkpoint folder | a Hub id", "minilm")
     task: str = _help("task id (sst2, mrpc, cola, ...) or a local CSV/TSV/JSONL file or folder", "sst2")
     data_dir: str | None = _help("GLUE root or task folder; else $MFT_DATA_DIR, the embedded SST-2, the Hub", None)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from .._optional import silence_bitsandbytes_notices
 from ..errors import ConfigError, ModelError
 from .method import METHOD_FILE, Method, Prepared, read_method_file, register_method
 
@@ -43,6 +44,23 @@ def matched_modules(model: torch.nn.Module, placement: str) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and pattern.fullmatch(n)]
 
 
+def lora_targets(model: torch.nn.Module, config) -> list[str]:
+    """The module paths `config.lora_placement` adapts in `model`; ModelError when it matches none."""
+    targets = matched_modules(model, config.lora_placement)
+    if not targets:
+        raise ModelError(f"--lora-placement {config.lora_placement} matches no linear layer of this model "
+                         "(expected BERT-style names such as encoder.layer.0.attention.self.query)")
+    return targets
+
+
+def _import_peft():
+    """`import peft`, after dropping bitsandbytes' expected import-time notice (peft imports it when installed)."""
+    silence_bitsandbytes_notices()
+    import peft
+
+    return peft
+
+
 @contextlib.contextmanager
 def _quiet():
     # transformers 5 deprecates an attribute PEFT still reads (`is_gradient_checkpointing`); harmless here.
@@ -61,17 +79,18 @@ class LoRA(Method):
     default_lr = 5e-4
 
     def prepare(self, model: torch.nn.Module, config) -> Prepared:
-        from peft import LoraConfig, TaskType, get_peft_model
+        return self.wrap(model, config, lora_targets(model, config))
 
-        targets = matched_modules(model, config.lora_placement)
-        if not targets:
-            raise ModelError(f"--lora-placement {config.lora_placement} matches no linear layer of this model "
-                             "(expected BERT-style names such as encoder.layer.0.attention.self.query)")
-        lcfg = LoraConfig(task_type=TaskType.SEQ_CLS, r=int(config.lora_rank), lora_alpha=float(config.lora_alpha),
-                          lora_dropout=float(config.lora_dropout), target_modules=placement_pattern(config.lora_placement),
-                          bias="none")
+    def wrap(self, model: torch.nn.Module, config, targets: list[str]) -> Prepared:
+        """Add the adapters (`targets`: from `lora_targets` on the plain model) and the trained head to `model`
+        in place; return the PeftModel, its groups (adapters, head) and the notes. Shared with the quantized
+        methods, which pass their quantized base. Cost: two r × n matrices per target layer and a head copy."""
+        peft = _import_peft()
+        lcfg = peft.LoraConfig(task_type=peft.TaskType.SEQ_CLS, r=int(config.lora_rank),
+                               lora_alpha=float(config.lora_alpha), lora_dropout=float(config.lora_dropout),
+                               target_modules=placement_pattern(config.lora_placement), bias="none")
         with _quiet():
-            peft_model = get_peft_model(model, lcfg)
+            peft_model = peft.get_peft_model(model, lcfg)
         adapters = [p for n, p in peft_model.named_parameters() if p.requires_grad and "lora_" in n]
         head = [p for n, p in peft_model.named_parameters() if p.requires_grad and "lora_" not in n]
         groups = [{"name": "lora", "params": adapters}]
@@ -82,32 +101,34 @@ class LoRA(Method):
             "dropout": float(config.lora_dropout), "placement": config.lora_placement,
             "added_params": sum(p.numel() for p in adapters) + sum(p.numel() for p in head)})
 
-    def stored_params(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-        from peft import get_peft_model_state_dict
+    def adapter_source(self, model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+        """The tensors PEFT reads the adapter and head from when storing; None: PEFT's default, `model.state_dict()`."""
+        return None
 
-        return dict(get_peft_model_state_dict(model))
+    def stored_params(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        return dict(_import_peft().get_peft_model_state_dict(model, state_dict=self.adapter_source(model)))
 
     def save(self, model: torch.nn.Module, folder: str | Path) -> Path:
         """PEFT's adapter folder (adapter_config.json, adapter_model.safetensors) plus method.json."""
         import json
 
         folder = Path(folder)
+        source = self.adapter_source(model)
         with _quiet():
-            model.save_pretrained(str(folder))
+            model.save_pretrained(str(folder), **({} if source is None else {"state_dict": source}))
         (folder / METHOD_FILE).write_text(json.dumps({"method": self.name, "format": "peft-adapter"}, indent=2) + "\n")
         return folder
 
     def load(self, model: torch.nn.Module, folder: str | Path) -> torch.nn.Module:
         """Wrap the base `model` (same name and seed as the trained one) with the saved adapter and head;
         returns the PeftModel in eval mode."""
-        from peft import PeftModel
-
+        peft = _import_peft()
         folder = Path(folder)
         if read_method_file(folder).get("method") != self.name:
-            raise ModelError(f"{folder} does not hold a LoRA adapter")
+            raise ModelError(f"{folder} does not hold a {self.name} adapter")
         try:
             with _quiet():
-                return PeftModel.from_pretrained(model, str(folder)).eval()
+                return peft.PeftModel.from_pretrained(model, str(folder)).eval()
         except (ValueError, RuntimeError, KeyError) as e:
             raise ModelError(f"{folder}: the adapter does not fit the model ({str(e).splitlines()[0]})") from None
 
