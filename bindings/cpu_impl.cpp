@@ -10,14 +10,28 @@
 #include "accumulate.h"
 #include "checks.h"
 #include "detrimental.h"
+#include "mft/memory.h"
 #include "select_topk.h"
 #include "zero_masked.h"
+#include "zero_topk.h"
 
 namespace mft {
 namespace bindings {
 namespace {
 
 using kernels::ConstSpan;
+
+// A new output tensor. Large ones come from the kernels' block cache (mft/memory.h) and go back to it
+// when the tensor is freed: the kernels write a large output once, and the first-touch page faults of
+// fresh memory would otherwise cost about as much as the kernel itself.
+at::Tensor empty_output(at::IntArrayRef sizes, at::ScalarType dtype) {
+  int64_t n = 1;
+  for (int64_t s : sizes) n *= s;
+  const std::size_t bytes = static_cast<std::size_t>(n) * at::elementSize(dtype);
+  if (bytes < kLargeBlock) return at::empty(sizes, at::TensorOptions().dtype(dtype));
+  void* data = cached_alloc(bytes);
+  return at::from_blob(data, sizes, [](void* p) { cached_free(p); }, at::TensorOptions().dtype(dtype));
+}
 
 // Contiguous copies (or the tensors themselves) of a theta/grad list, kept alive with their spans.
 struct ScoredList {
@@ -80,7 +94,7 @@ at::Tensor detrimental_score(const at::Tensor& theta, const at::Tensor& grad, do
   const kernels::DType td = float_dtype(theta, "theta"), gd = float_dtype(grad, "grad");
   check_same_shape(theta, "theta", grad, "grad");
   const at::Tensor t = theta.contiguous(), g = grad.contiguous();
-  at::Tensor out = at::empty(theta.sizes(), theta.options().dtype(at::kDouble));
+  at::Tensor out = empty_output(theta.sizes(), at::kDouble);
   run_kernel([&] { kernels::detrimental_score(const_span(t, td), const_span(g, gd), spec, out.data_ptr<double>()); });
   return out;
 }
@@ -100,7 +114,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> select_topk(at::TensorList thetas
       run_kernel([&] { return kernels::make_score_spec(lr, std::string(rank_by), literal); });
   TORCH_CHECK_VALUE(k >= 0, "k=", k, " must be >= 0");
   const ScoredList list = scored_list(thetas, grads);
-  at::Tensor indices = at::empty({k}, at::TensorOptions().dtype(at::kLong));
+  at::Tensor indices = empty_output({k}, at::kLong);
   kernels::SelectOptions options;
   options.seed = static_cast<uint64_t>(seed);
   const kernels::SelectResult r = run_kernel(
@@ -110,16 +124,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> select_topk(at::TensorList thetas
 }
 
 // Checks a parameter list for in-place writes: CPU, contiguous, one float dtype. Returns the dtype
-// (float32 for an empty list).
-at::ScalarType check_params(at::TensorList params, std::vector<kernels::MutSpan>* spans) {
+// (float32 for an empty list). `list` names the argument ("params", "thetas").
+at::ScalarType check_params(at::TensorList params, std::vector<kernels::MutSpan>* spans,
+                            const char* list = "params") {
   at::ScalarType dtype = at::kFloat;
   for (std::size_t i = 0; i < params.size(); ++i) {
-    const std::string name = item_name("params", i);
+    const std::string name = item_name(list, i);
     check_cpu(params[i], name);
     (void)float_dtype(params[i], name);
     if (i == 0) dtype = params[i].scalar_type();
-    TORCH_CHECK_TYPE(params[i].scalar_type() == dtype, name, " has dtype ", params[i].scalar_type(),
-                     " but params[0] has ", dtype, "; all params must share one dtype");
+    TORCH_CHECK_TYPE(params[i].scalar_type() == dtype, name, " has dtype ", params[i].scalar_type(), " but ", list,
+                     "[0] has ", dtype, "; all ", list, " must share one dtype");
     check_contiguous(params[i], name);
     kernels::MutSpan s;
     s.data = params[i].data_ptr();
@@ -134,11 +149,44 @@ at::Tensor zero_masked_(at::TensorList params, const at::Tensor& indices) {
   std::vector<kernels::MutSpan> spans;
   const at::ScalarType dtype = check_params(params, &spans);
   const at::Tensor idx = indices.contiguous();
-  at::Tensor saved = at::empty({idx.numel()}, at::TensorOptions().dtype(dtype));
+  at::Tensor saved = empty_output({idx.numel()}, dtype);
   run_kernel([&] {
     kernels::zero_masked(spans, at::elementSize(dtype), idx.data_ptr<int64_t>(), idx.numel(), saved.data_ptr());
   });
   return saved;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> zero_topk_(at::TensorList thetas, at::TensorList grads,
+                                                                       double lr, int64_t k, c10::string_view rank_by,
+                                                                       bool literal, int64_t seed) {
+  const kernels::ScoreSpec spec =
+      run_kernel([&] { return kernels::make_score_spec(lr, std::string(rank_by), literal); });
+  TORCH_CHECK_VALUE(k >= 0, "k=", k, " must be >= 0");
+  TORCH_CHECK_VALUE(thetas.size() == grads.size(), "thetas and grads must have the same length, got ",
+                    thetas.size(), " and ", grads.size());
+  std::vector<kernels::MutSpan> spans;
+  const at::ScalarType dtype = check_params(thetas, &spans, "thetas");
+  std::vector<at::Tensor> keep;
+  std::vector<ConstSpan> gspans;
+  keep.reserve(grads.size());
+  for (std::size_t i = 0; i < grads.size(); ++i) {
+    const std::string gn = item_name("grads", i);
+    check_cpu(grads[i], gn);
+    const kernels::DType gd = float_dtype(grads[i], gn);
+    check_same_shape(thetas[i], item_name("thetas", i), grads[i], gn);
+    keep.push_back(grads[i].contiguous());
+    gspans.push_back(const_span(keep.back(), gd));
+  }
+  const kernels::DType td = thetas.empty() ? kernels::DType::F32 : float_dtype(thetas[0], "thetas[0]");
+  at::Tensor indices = empty_output({k}, at::kLong);
+  at::Tensor values = empty_output({k}, dtype);
+  kernels::SelectOptions options;
+  options.seed = static_cast<uint64_t>(seed);
+  const kernels::SelectResult r = run_kernel([&] {
+    return kernels::zero_topk(spans, td, gspans, spec, k, indices.data_ptr<int64_t>(), values.data_ptr(), options);
+  });
+  return {indices, values, at::scalar_tensor(r.threshold, at::TensorOptions().dtype(at::kDouble)),
+          at::scalar_tensor(r.n_tied, at::TensorOptions().dtype(at::kLong))};
 }
 
 void restore_(at::TensorList params, const at::Tensor& indices, const at::Tensor& values) {
@@ -164,6 +212,7 @@ TORCH_LIBRARY_IMPL(mft, CPU, m) {
   m.impl("detrimental_score", &mft::bindings::detrimental_score);
   m.impl("detrimental_count", &mft::bindings::detrimental_count);
   m.impl("select_topk", &mft::bindings::select_topk);
+  m.impl("zero_topk_", &mft::bindings::zero_topk_);
   m.impl("zero_masked_", &mft::bindings::zero_masked_);
   m.impl("restore_", &mft::bindings::restore_);
 }

@@ -6,6 +6,8 @@
 //   _C.supported_cpu_paths() -> list[str] paths this CPU can run, narrowest first
 //   _C.set_cpu_path(name: str) -> None    switch the path for later op calls ("auto" = widest);
 //                                         ValueError if unknown or unsupported here
+//   _C.cached_memory() -> int             bytes the kernels' block cache holds (csrc/include/mft/memory.h)
+//   _C.release_cached_memory() -> int     frees them; returns the bytes released
 // The path is resolved at import from MFT_CPU_PATH (scalar|avx2|avx512|auto); a bad value makes the
 // import fail with ImportError.
 #include <Python.h>
@@ -14,6 +16,7 @@
 #include <string>
 
 #include "cpu_path.h"
+#include "mft/memory.h"
 
 namespace {
 
@@ -46,12 +49,20 @@ PyObject* set_cpu_path(PyObject*, PyObject* arg) {
   Py_RETURN_NONE;
 }
 
+PyObject* cached_memory(PyObject*, PyObject*) { return PyLong_FromSize_t(mft::cached_bytes()); }
+
+PyObject* release_cached_memory(PyObject*, PyObject*) { return PyLong_FromSize_t(mft::release_cached_blocks()); }
+
 PyMethodDef methods[] = {
     {"cpu_path", cpu_path, METH_NOARGS, "cpu_path() -> str: the active CPU path (avx512, avx2 or scalar)."},
     {"supported_cpu_paths", supported_cpu_paths, METH_NOARGS,
      "supported_cpu_paths() -> list[str]: the CPU paths this machine can run, narrowest first."},
     {"set_cpu_path", set_cpu_path, METH_O,
      "set_cpu_path(name: str) -> None: use this CPU path (scalar, avx2, avx512 or auto) for later op calls."},
+    {"cached_memory", cached_memory, METH_NOARGS,
+     "cached_memory() -> int: bytes of freed large buffers the kernels keep for reuse."},
+    {"release_cached_memory", release_cached_memory, METH_NOARGS,
+     "release_cached_memory() -> int: frees the kernels' cached buffers; returns the bytes released."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C",

@@ -11,6 +11,9 @@ TORCH_LIBRARY(mft, m) {
   m.def(
       "select_topk(Tensor[] thetas, Tensor[] grads, float lr, int k, str rank_by, bool literal, int seed=0) "
       "-> (Tensor, Tensor, Tensor)");
+  m.def(
+      "zero_topk_(Tensor(a!)[] thetas, Tensor[] grads, float lr, int k, str rank_by, bool literal, int seed=0) "
+      "-> (Tensor, Tensor, Tensor, Tensor)");
   m.def("zero_masked_(Tensor(a!)[] params, Tensor indices) -> Tensor");
   m.def("restore_(Tensor(a!)[] params, Tensor indices, Tensor values) -> ()");
 }

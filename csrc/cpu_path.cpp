@@ -143,21 +143,6 @@ MFT_TARGET_AVX512 void convert_avx512(const void* src, int64_t n, float* dst) {
   convert_body<D>(src, n, dst);
 }
 
-// lut.idx[m] lists the set bits of the 8-bit mask m, lowest first: a vector compaction for AVX2.
-struct CompactLut {
-  alignas(32) int32_t idx[256][8];
-};
-constexpr CompactLut make_compact_lut() {
-  CompactLut lut{};
-  for (int m = 0; m < 256; ++m) {
-    int c = 0;
-    for (int j = 0; j < 8; ++j)
-      if ((m >> j) & 1) lut.idx[m][c++] = j;
-  }
-  return lut;
-}
-constexpr CompactLut kCompactLut = make_compact_lut();
-
 MFT_TARGET_AVX2 int find_ge_avx2(const double* s, int n, double lo, int32_t* pos) {
   const __m256d vlo = _mm256_set1_pd(lo);
   int c = 0, i = 0;

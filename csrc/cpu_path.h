@@ -74,5 +74,20 @@ ConvertFn convert_fn(CpuPath path, DType dtype);  // dtype F16 or BF16
 using FindGeFn = int (*)(const double* s, int n, double lo, int32_t* pos);
 FindGeFn find_ge_fn(CpuPath path);
 
+// lut.idx[m] lists the set bits of the 8-bit mask m, lowest first: a vector compaction for AVX2.
+struct CompactLut {
+  alignas(32) int32_t idx[256][8];
+};
+constexpr CompactLut make_compact_lut() {
+  CompactLut lut{};
+  for (int m = 0; m < 256; ++m) {
+    int c = 0;
+    for (int j = 0; j < 8; ++j)
+      if ((m >> j) & 1) lut.idx[m][c++] = j;
+  }
+  return lut;
+}
+inline constexpr CompactLut kCompactLut = make_compact_lut();
+
 }  // namespace kernels
 }  // namespace mft

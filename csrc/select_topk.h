@@ -37,7 +37,8 @@ namespace kernels {
 
 struct SelectOptions {
   uint64_t seed = 0;
-  int64_t sample_size = int64_t(1) << 17;      // strata in the sample (capped at N)
+  int64_t sample_size = int64_t(1) << 16;      // strata in the sample (capped at N)
+  int64_t sample_run = 4;                      // consecutive elements drawn per stratum (one cache miss)
   int64_t full_scan_below = int64_t(1) << 18;  // N <= this: no sample, all detrimental are candidates
   double z = 6.0;                              // bracket margin in standard deviations ...
   double slack = 16.0;                         // ... plus this many sample ranks
@@ -72,6 +73,22 @@ struct SelectResult {
 SelectResult select_topk(const std::vector<ConstSpan>& thetas, const std::vector<ConstSpan>& grads,
                          const ScoreSpec& spec, int64_t k, int64_t* out_indices,
                          const SelectOptions& options = SelectOptions());
+
+// Where select_and_zero writes: data[t] is the storage thetas[t] reads from (writable), every theta of
+// one dtype of elem_size (2 or 4) bytes; values receives k elements of that size.
+struct ZeroTarget {
+  std::vector<void*> data;
+  std::size_t elem_size = 4;
+  void* values = nullptr;
+};
+
+// select_topk, then element out_indices[i] is zeroed (all bits zero) after its bits are copied to
+// values[i], in the same streaming pass: the elements certain from the bracket are zeroed as the pass
+// reads them, the chosen candidates at the end. When it throws, every tensor is as it was. The caller
+// ensures that no theta shares memory with another theta or a grad (zero_topk() checks it).
+SelectResult select_and_zero(const std::vector<ConstSpan>& thetas, const std::vector<ConstSpan>& grads,
+                             const ScoreSpec& spec, int64_t k, int64_t* out_indices, const ZeroTarget& zero,
+                             const SelectOptions& options = SelectOptions());
 
 }  // namespace kernels
 }  // namespace mft

@@ -21,7 +21,8 @@ void check_flat_indices(const int64_t* indices, int64_t n, int64_t total);
 
 // saved[i] = element indices[i] of the list (flat index over the tensors in list order, each
 // row-major); then that element = 0 (all bits zero: +0.0). One pass over the indices, random access
-// into the tensors. Checks the indices first (check_flat_indices).
+// into the tensors, checking them on the way as check_flat_indices does (same errors); on a bad index
+// the elements already zeroed are restored before it throws, so the tensors are left unchanged.
 void zero_masked(const std::vector<MutSpan>& params, std::size_t elem_size, const int64_t* indices, int64_t n,
                  void* saved);
 

@@ -1,5 +1,6 @@
 // The detrimental test and score: hand-worked cases, every path/dtype/mode against score_one bit for
 // bit, counts, non-finite errors, argument errors.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -131,6 +132,83 @@ void kernels_match_definition() {
   }
 }
 
+// Pairs on and around the boundary lr·|g| = 2|θ| (where fp32 and fp64 disagree), with huge, tiny,
+// subnormal and zero values: the fp32 prefilter bound never falls below what an element of score S
+// needs (bound >= bound_threshold(S)), and the fp32 count equals the fp64 one, on every path.
+void prefilter_bound_and_count() {
+  std::mt19937_64 rng(11);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  int violations = 0, filter_misses = 0, count_mismatches = 0, checked = 0, ambiguous_blocks = 0;
+  for (float lr : {1.7f, 3e-5f, 0.5f, 0.1f, 3e30f}) {
+    std::vector<float> t, g;
+    for (int i = 0; i < 20000; ++i) {
+      const int kind = static_cast<int>(rng() % 10);
+      float th = kind == 0 ? 1e-41f : kind == 1 ? 3e38f : kind == 2 ? 1.f : kind == 3 ? 1e-30f
+               : kind == 4 ? 0.f : nd(rng) * 0.05f;
+      if (rng() & 1) th = -th;
+      float gr;
+      const int gk = static_cast<int>(rng() % 10);
+      if (gk < 6) {  // near 2|θ|/lr: fp32 rounding of lr·|g| lands on, below or above 2|θ|
+        gr = static_cast<float>(2.0 * std::fabs(static_cast<double>(th)) / lr);
+        for (int s = static_cast<int>(rng() % 7) - 3; s != 0; s += s > 0 ? -1 : 1)
+          gr = std::nextafter(gr, s > 0 ? INFINITY : 0.f);
+        if (std::isinf(gr)) gr = 3e38f;
+      } else if (gk < 9) {
+        gr = nd(rng) * 0.02f;
+      } else {
+        gr = 3e38f;
+      }
+      if (gk < 8 && (rng() % 8) != 0) gr = std::copysign(gr, th);  // mostly same sign
+      t.push_back(th);
+      g.push_back(gr);
+    }
+    for (bool literal : {false, true}) {
+      for (RankBy r : {RankBy::Shrink, RankBy::Update}) {
+        const ScoreSpec sp = spec(lr, r, literal);
+        std::vector<double> exact(t.size());
+        std::vector<double> los;  // thresholds: scores of some elements, so that elements sit on them
+        for (std::size_t i = 0; i < t.size(); ++i) {
+          exact[i] = score_one(t[i], g[i], sp);
+          if (bound_applies(exact[i])) {
+            ++checked;
+            violations += !(score_bound_one(t[i], g[i], sp) >= bound_threshold(exact[i]));
+            if (i % 997 == 0) los.push_back(exact[i]);
+          }
+        }
+        for (const auto& name : supported_cpu_paths()) {
+          set_cpu_path(name);
+          const ScoreKernels k = score_kernels(sp, active_path());
+          std::vector<int32_t> pos(kScoreBlock + 16);
+          for (std::size_t b = 0; b < t.size(); b += kScoreBlock) {
+            const int n = static_cast<int>(std::min<std::size_t>(kScoreBlock, t.size() - b));
+            // The filter keeps every element whose exact score reaches lo.
+            for (double lo : los) {
+              bool bad = false;
+              const int c = k.filter(t.data() + b, g.data() + b, n, lr, bound_threshold(lo), pos.data(), &bad);
+              std::vector<char> kept(n, 0);
+              for (int j = 0; j < c; ++j) kept[pos[j]] = 1;
+              for (int i = 0; i < n; ++i) filter_misses += exact[b + i] >= lo && !kept[i];
+              filter_misses += bad;
+            }
+            int64_t exact_count = 0;
+            bool ambiguous = false;
+            for (int i = 0; i < n; ++i) {
+              exact_count += exact[b + i] > 0.0;  // the detrimental set is the same for every ranking
+              ambiguous |= lr * std::fabs(g[b + i]) == 2.f * std::fabs(t[b + i]);
+            }
+            ambiguous_blocks += ambiguous && !literal;
+            count_mismatches += k.count(t.data() + b, g.data() + b, n, lr).n_detrimental != exact_count;
+          }
+        }
+      }
+    }
+  }
+  CHECK_MSG(violations == 0, std::to_string(violations) + " bound violations of " + std::to_string(checked));
+  CHECK_MSG(filter_misses == 0, std::to_string(filter_misses) + " elements dropped by a path's filter");
+  CHECK_MSG(count_mismatches == 0, std::to_string(count_mismatches) + " fp32 count mismatches");
+  CHECK(checked > 10000 && ambiguous_blocks > 0);
+}
+
 void nonfinite_errors() {
   std::vector<float> t(100, 1.f), g(100, 0.5f);
   ScoreSpec sp = spec(0.1f, RankBy::Shrink, false);
@@ -176,6 +254,7 @@ void spec_errors() {
 int main() {
   hand_cases();
   kernels_match_definition();
+  prefilter_bound_and_count();
   nonfinite_errors();
   spec_errors();
   return mft_test::report("test_detrimental");

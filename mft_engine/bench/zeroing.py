@@ -31,12 +31,26 @@ def _model(name: str):
 
 
 def fused_zero(thetas, grads, lr, fraction, rank_by="shrink"):
-    """The engine: mft::detrimental_count, mft::select_topk, mft::zero_masked_ (saves values for undo)."""
+    """The engine: mft::detrimental_count, then mft::zero_topk_ (select_topk and zero_masked_ fused into
+    one streaming pass; saves the values for undo)."""
     n_det = int(ops.detrimental_count(thetas, grads, lr).sum())
     k = k_for(fraction, n_det)
-    idx, _, _ = ops.select_topk(thetas, grads, lr, k, rank_by=rank_by)
-    saved = ops.zero_masked_(thetas, idx)
+    idx, saved, _, _ = ops.zero_topk_(thetas, grads, lr, k, rank_by=rank_by)
     return idx, saved
+
+
+def _saved_and_zeroed(pristine, thetas, idx, saved) -> bool:
+    """The saved values are the pristine ones at idx, and thetas are pristine except zeros there."""
+    start, ok = 0, True
+    for p, t in zip(pristine, thetas):
+        inside = (idx >= start) & (idx < start + p.numel())
+        local = idx[inside] - start
+        expect = p.reshape(-1).clone()
+        ok &= torch.equal(saved[inside], expect[local])
+        expect[local] = 0.0
+        ok &= torch.equal(t.reshape(-1), expect)
+        start += p.numel()
+    return bool(ok)
 
 
 def _torch_score(theta: torch.Tensor, g: torch.Tensor, lr32: float) -> torch.Tensor:
@@ -149,10 +163,11 @@ def run(model: str = "bert-base-random", fraction: float = 0.1, lr: float = 2e-5
     idx_ref, _, _ = ref.reference_select_topk([p for p in pristine], grads, lr, k_for(fraction, int(sum(
         int(ref.reference_detrimental_count([t], [g], lr).sum()) for t, g in zip(pristine, grads)))))
     restore()
-    idx_fused, _ = fused_zero(thetas, grads, lr, fraction)
+    idx_fused, saved = fused_zero(thetas, grads, lr, fraction)
     out["k"] = int(idx_fused.numel())
     out["identical"] = bool(torch.equal(idx_fused, idx_ref))
-    del idx_ref
+    out["values_saved"] = _saved_and_zeroed(pristine, thetas, idx_fused, saved)
+    del idx_ref, saved
 
     out["fused_s"] = median_time(lambda: fused_zero(thetas, grads, lr, fraction), repeats, setup=restore)
     out["torch_topk_s"] = median_time(lambda: torch_topk_zero(thetas, grads, lr, fraction), repeats, setup=restore)

@@ -5,7 +5,7 @@ PyTorch dispatcher) and the fake implementations used by torch.compile / FakeTen
 or broken extension raises ImportError here: rebuild with `pip install --no-build-isolation -e .`.
 
 Ops (schemas in bindings/registration.cpp; CPU kernels in csrc/):
-  accumulate_, detrimental_score, detrimental_count, select_topk, zero_masked_, restore_.
+  accumulate_, detrimental_score, detrimental_count, select_topk, zero_topk_, zero_masked_, restore_.
 
 CPU code path: the kernels have a scalar baseline, an AVX2+FMA and an AVX-512 path, all bit-identical.
 The widest one this CPU supports is used unless MFT_CPU_PATH=scalar|avx2|avx512|auto says otherwise
@@ -27,6 +27,7 @@ from .detrimental_count import detrimental_count
 from .detrimental_score import detrimental_score
 from .select_topk import select_topk
 from .zero_masked import restore_, zero_masked_
+from .zero_topk import zero_topk_
 
 
 def cpu_path() -> str:
@@ -47,6 +48,21 @@ def set_cpu_path(name: str) -> None:
     _C.set_cpu_path(name)
 
 
+def cached_memory() -> int:
+    """Bytes of freed large buffers (>= 1 MiB: op outputs and work buffers) the kernels keep for reuse.
+
+    Fresh memory costs a page fault per page on first write, which on some machines costs as much as
+    the op itself; so large blocks go back to a cache when their tensor is freed, up to MFT_CACHE_MB
+    MiB (default 1024; 0 turns the cache off).
+    """
+    return int(_C.cached_memory())
+
+
+def release_cached_memory() -> int:
+    """Return the kernels' cached buffers to the system; the number of bytes released."""
+    return int(_C.release_cached_memory())
+
+
 @contextlib.contextmanager
 def use_cpu_path(name: str) -> Iterator[None]:
     """Context manager: run the enclosed op calls on CPU path `name`, then restore the previous path."""
@@ -59,6 +75,6 @@ def use_cpu_path(name: str) -> Iterator[None]:
 
 
 __all__ = [
-    "accumulate_", "cpu_path", "detrimental_count", "detrimental_score", "restore_", "select_topk",
-    "set_cpu_path", "supported_cpu_paths", "use_cpu_path", "zero_masked_",
+    "accumulate_", "cached_memory", "cpu_path", "detrimental_count", "detrimental_score", "release_cached_memory", "restore_", "select_topk",
+    "set_cpu_path", "supported_cpu_paths", "use_cpu_path", "zero_masked_", "zero_topk_",
 ]

@@ -31,6 +31,13 @@ def _select_topk_fake(thetas, grads, lr, k, rank_by, literal, seed=0):
             like.new_empty((), dtype=torch.int64))
 
 
+@register_fake("mft::zero_topk_")
+def _zero_topk_fake(thetas, grads, lr, k, rank_by, literal, seed=0):
+    like = thetas[0] if thetas else torch.empty((0,))
+    return (like.new_empty((k,), dtype=torch.int64), like.new_empty((k,), dtype=like.dtype),
+            like.new_empty((), dtype=torch.float64), like.new_empty((), dtype=torch.int64))
+
+
 @register_fake("mft::zero_masked_")
 def _zero_masked_fake(params, indices):
     dtype = params[0].dtype if params else torch.float32

@@ -122,6 +122,16 @@ def reference_select_topk(thetas: Sequence[torch.Tensor], grads: Sequence[torch.
     return indices, threshold, n_tied
 
 
+def reference_zero_topk_(thetas: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], lr: float, k: int,
+                         rank_by: str = "shrink", literal: bool = False, names: Sequence[str] | None = None,
+                         seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """reference_select_topk, then reference_zero_masked_ on its indices: (indices, values, threshold, n_tied)."""
+    thetas = list(thetas)
+    indices, threshold, n_tied = reference_select_topk(thetas, grads, lr, k, rank_by, literal, names, seed)
+    values = reference_zero_masked_(thetas, indices)
+    return indices, values, threshold, n_tied
+
+
 def _flat_locations(params: Sequence[torch.Tensor], indices: torch.Tensor) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
     """Per param: (param position, positions in `indices`, local flat indices)."""
     if indices.dtype != torch.int64 or indices.dim() != 1:

@@ -189,12 +189,27 @@ def _list_params() -> list[dict[str, Any]]:
     return out
 
 
+def build_zero_topk(p: dict[str, Any]) -> Sample:
+    """select_topk's inputs with the thetas contiguous and of one dtype (dtypes[0]): they are written in
+    place and the saved values have one dtype. Grads keep their dtypes and strides."""
+    thetas, grads = build_lists(p)
+    thetas = [t.to(p["dtypes"][0]).contiguous() for t in thetas]
+    n_det = int(ref.reference_detrimental_count(thetas, grads, p["lr"], p["literal"]).sum())
+    k = min(n_det, round(p["k_frac"] * n_det)) if p["k_frac"] >= 0 else n_det
+    desc = f"{_list_desc(p)}-{p['rank_by']}-k{k}of{n_det}"
+    return Sample((thetas, grads, p["lr"], k, p["rank_by"], p["literal"]), {"seed": p.get("seed", 0)}, desc)
+
+
 def sample_inputs_detrimental_count() -> list[Sample]:
     return [build_detrimental_count(p) for p in _list_params()]
 
 
 def sample_inputs_select_topk() -> list[Sample]:
     return [build_select_topk(p) for p in _list_params()]
+
+
+def sample_inputs_zero_topk() -> list[Sample]:
+    return [build_zero_topk(p) for p in _list_params()]
 
 
 list_params = st.fixed_dictionaries(dict(
@@ -210,6 +225,7 @@ list_params = st.fixed_dictionaries(dict(
 ))
 detrimental_count_samples = list_params.map(build_detrimental_count)
 select_topk_samples = list_params.map(build_select_topk)
+zero_topk_samples = list_params.map(build_zero_topk)
 
 
 # ---- accumulate_ ----------------------------------------------------------------------------------------------------
