@@ -38,23 +38,30 @@ def round_lr_fp32(lr: float) -> float:
     return float(np.float32(lr))
 
 
-def parse_fractions(value: str | float | list[float] | tuple[float, ...]) -> list[float]:
-    """'0.01,0.05,0.1' or a float or a list -> sorted unique fractions, each in (0, 1]."""
+def parse_unit_list(value: str | float | list[float] | tuple[float, ...], flag: str, what: str,
+                    example: str) -> list[float]:
+    """'a,b,c' or a number or a list -> sorted unique numbers, each in (0, 1]; ConfigError names `flag`."""
     if isinstance(value, (int, float)):
         items = [float(value)]
     elif isinstance(value, str):
         try:
             items = [float(v) for v in value.split(",") if v.strip()]
         except ValueError:
-            raise ConfigError(f"--fraction {value!r} is not a comma-separated list of numbers") from None
+            raise ConfigError(f"{flag} {value!r} is not a comma-separated list of {what}") from None
     else:
         items = [float(v) for v in value]
+    for f in items:
+        if math.isnan(f) or not 0.0 < f <= 1.0:
+            raise ConfigError(f"{flag} {f:g} is outside (0, 1]; expected {what} such as {example}")
+    return sorted(set(items))
+
+
+def parse_fractions(value: str | float | list[float] | tuple[float, ...]) -> list[float]:
+    """'0.01,0.05,0.1' or a float or a list -> sorted unique fractions, each in (0, 1]."""
+    items = parse_unit_list(value, "--fraction", "numbers", "0.1 or 0.01,0.05,0.1")
     if not items:
         raise ConfigError("--fraction is empty; expected numbers in (0, 1], e.g. 0.1 or 0.01,0.05,0.1")
-    for f in items:
-        if not (0.0 < f <= 1.0) or math.isnan(f):
-            raise ConfigError(f"--fraction {f} is outside (0, 1]")
-    return sorted(set(items))
+    return items
 
 
 @dataclass

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import PRECISIONS, SAMPLE_ORDERS, _help
+from ..config import parse_unit_list
 from ..errors import ConfigError
 from .bitfit import parse_group_lrs, parse_groups
 from .learned_mask import validate_options as validate_mask_options
@@ -26,19 +27,7 @@ def parse_targets(value: str | float | list[float] | tuple[float, ...] | None) -
     """
     if value is None or value == "":
         return []
-    if isinstance(value, (int, float)):
-        items = [float(value)]
-    elif isinstance(value, str):
-        try:
-            items = [float(v) for v in value.split(",") if v.strip()]
-        except ValueError:
-            raise ConfigError(f"--save-at {value!r} is not a comma-separated list of accuracies") from None
-    else:
-        items = [float(v) for v in value]
-    for t in items:
-        if math.isnan(t) or not 0.0 < t <= 1.0:
-            raise ConfigError(f"--save-at target {t:g} is outside (0, 1]; expected accuracies such as 0.6,0.75")
-    return sorted(set(items))
+    return parse_unit_list(value, "--save-at target", "accuracies", "0.6,0.75")
 
 
 @dataclass
