@@ -15,6 +15,13 @@ from .experiments import run_study  # noqa: E402
 from .masking import Mask, Selection, detrimental_mask, eligible_parameters, random_mask, select_detrimental  # noqa: E402
 from .models import load_model  # noqa: E402
 from .report.compare import compare_runs  # noqa: E402
+from .experiments.influence_sweep import InfluenceConfig, removal_sweep  # noqa: E402
+from .experiments.validate_scorer import ValidateConfig, validate_scorers  # noqa: E402
+from .scoring import Objective, Scorer, ScoringInputs, get_scorer, register_scorer, scorer_names  # noqa: E402
+from .scoring.fit import fit_inverse, load_fit  # noqa: E402
+from .scoring.ground_truth import RemovalOracle  # noqa: E402
+from .scoring.hvp import batched_gnvp, gauss_newton_diagonal, gnvp, hvp  # noqa: E402
+from .scoring.solvers import SolverError, conjugate_gradient, lissa  # noqa: E402
 from .train import FinetuneConfig, finetune  # noqa: E402
 from .train.sweep import SweepConfig, finetune_seeds, sweep  # noqa: E402
 
@@ -23,4 +30,7 @@ __all__ = [
     "NonFiniteError", "ResumeError", "RunConfig", "Selection", "collect_gradients", "detrimental_mask",
     "eligible_parameters", "load_model", "ops", "random_mask", "run_study", "select_detrimental", "finetune",
     "SweepConfig", "compare_runs", "finetune_seeds", "sweep",
+    "InfluenceConfig", "Objective", "RemovalOracle", "Scorer", "ScoringInputs", "SolverError", "ValidateConfig",
+    "batched_gnvp", "conjugate_gradient", "fit_inverse", "gauss_newton_diagonal", "get_scorer", "gnvp", "hvp", "lissa",
+    "load_fit", "register_scorer", "removal_sweep", "scorer_names", "validate_scorers",
 ]

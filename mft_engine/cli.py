@@ -411,6 +411,26 @@ def bench_collect(
     _print_bench(bc.run(model, task, samples, reduction, precision, repeats, data_dir), json_out)
 
 
+@bench_app.command("hvp")
+def bench_hvp(
+    model: str = typer.Option("minilm", help=_h("model")),
+    samples: int = typer.Option(32, help="training sentences (first N rows of the SST-2 train split)"),
+    vectors: int = typer.Option(8, help="vectors multiplied by the Gauss-Newton matrix"),
+    repeats: int = typer.Option(3, help="timed runs per formulation (median reported)"),
+    json_out: bool = typer.Option(False, "--json", help="one JSON object on stdout"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+) -> None:
+    """Gauss-Newton-vector products over all parameters: many vectors per pass (batched_gnvp) vs a loop of
+    gnvp, per vector, with one gradient over the same sentences for scale."""
+    from .bench import hvp as bh
+
+    if min(samples, vectors, repeats) < 1:
+        raise ConfigError(f"--samples {samples}, --vectors {vectors} and --repeats {repeats} must be at least 1")
+    with RichProgress(quiet or json_out) as progress:
+        data = bh.run(model, samples, vectors, repeats, progress=progress)
+    _print_bench(data, json_out)
+
+
 study_app = typer.Typer(no_args_is_help=True, help="Fine-tuning studies: data-centric sampling, noise robustness, "
                         "few-shot scaling, LoRA transfer with SVD. Each writes results/<study>_<timestamp>/.")
 app.add_typer(study_app, name="study")
@@ -556,6 +576,59 @@ def info(json_out: bool = typer.Option(False, "--json", help="one JSON object"))
         return
     for k, v in data.items():
         print(f"{k:<16} {', '.join(v) if isinstance(v, list) else v}")
+
+
+def _scoring_config(name: str) -> type:
+    import importlib
+
+    module, cls = {"validate": ("validate_scorer", "ValidateConfig"), "influence": ("influence_sweep", "InfluenceConfig")}[name]
+    return getattr(importlib.import_module(f"mft_engine.experiments.{module}"), cls)
+
+
+@app.command("validate-scorer")
+@_with_config_flags(_scoring_config("validate"))
+def validate_scorer(
+    json_out: bool = typer.Option(False, "--json", help="print the ground-truth table as one JSON object"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+    **given: Any,
+) -> None:
+    """Judge every scorer against ground truth: n sampled eligible parameters each zeroed alone (ΔL on the
+    scoring half), sign figures, Spearman, top-100 precision, a damping sweep and additivity.
+    Writes results/validate_<timestamp>/."""
+    from .experiments.validate_scorer import ValidateConfig, validate_scorers
+
+    cfg = ValidateConfig(**{k: v for k, v in given.items() if v is not None})
+    with RichProgress(quiet or json_out) as progress:
+        result = validate_scorers(cfg, progress)
+    if json_out:
+        print(json.dumps(result.summary, default=str))
+    elif not quiet:
+        print((result.out_dir / "summary.txt").read_text(encoding="utf-8"))
+        print(f"results: {result.out_dir}")
+
+
+@app.command("influence")
+@_with_config_flags(_scoring_config("influence"))
+def influence(
+    json_out: bool = typer.Option(False, "--json", help="print the sweeps and the false-positive table as one JSON object"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+    **given: Any,
+) -> None:
+    """Removal sweeps: per checkpoint and scorer, zero the N lowest-scored eligible parameters and measure
+    evaluation-half accuracy (bootstrap 95% CI) against a random control; the study's false-positive table.
+    Writes results/influence_<timestamp>/."""
+    from .experiments.influence_sweep import InfluenceConfig, removal_sweep
+
+    cfg = InfluenceConfig(**{k: v for k, v in given.items() if v is not None})
+    with RichProgress(quiet or json_out) as progress:
+        result = removal_sweep(cfg, progress)
+    rec = result.record
+    if json_out:
+        print(json.dumps({"out_dir": str(result.out_dir), "baselines": rec["baselines"], "sweeps": rec["sweeps"],
+                          "false_positive": rec["false_positive"]}, default=str))
+    elif not quiet:
+        print((result.out_dir / "summary.txt").read_text(encoding="utf-8"))
+        print(f"results: {result.out_dir}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,92 @@
+"""`mft bench hvp`: Gauss-Newton-vector products, many vectors per pass against one at a time.
+
+The pinned formulation is `gnvp` looped over the vectors (per batch: jvp of the logits, H_z, vjp, for each
+vector). `batched_gnvp` shares each batch's forward and pullback among all vectors and vmaps the tangents.
+Both compute G v over every parameter of the model on the first `samples` training sentences in fp32,
+eval mode; the gradient over the same sentences is timed for scale, and the results of the two are
+compared (`max_rel_diff`).
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ..data import fixed_batches, load_task, select_samples, tokenize_split
+from ..models import load_model
+from ..scoring.hvp import batched_gnvp, flatten, gnvp, random_like
+from ..scoring.objective import eval_objective
+
+
+class _Silent:
+    def phase(self, name: str, total: int | None = None) -> None:
+        pass
+
+    def advance(self, n: int = 1, **info: Any) -> None:
+        pass
+
+    def done(self) -> None:
+        pass
+
+
+def run(model: str = "minilm", samples: int = 32, vectors: int = 8, repeats: int = 3, task: str = "sst2",
+        data_dir: str | None = None, progress: Any = None) -> dict[str, Any]:
+    """Loop vs batched G v over `vectors` random vectors; medians of `repeats` timed runs after one warm-up,
+    the two formulations alternating within each repeat.
+
+    Returns the JSON object of `mft bench hvp`: loop_per_vector_s, batched_per_vector_s, speedup
+    (loop / batched), gradient_s, and the setting (model, samples, tokens, parameters, vectors, machine).
+    `progress` is the CLI's phase/advance/done reporter (None: silent).
+    """
+    from ..report import machine_info
+
+    progress = progress or _Silent()
+    data = load_task(task, "train", data_dir)
+    lm = load_model(model, data.num_labels, seed=0)
+    rows = select_samples(len(data), samples, order="first", seed=0)
+    tokens = tokenize_split(lm.tokenizer, data, rows, max_length=128)
+    batches = [tokens.batch(g, data.labels) for g in fixed_batches(rows, 32, keep_last=True)]
+    objective = eval_objective(lm.model, batches, dtype=torch.float32)
+    params = objective.params()
+    gen = torch.Generator().manual_seed(0)
+    vs = [random_like(params, gen) for _ in range(vectors)]
+
+    def timed(fns: dict[str, Callable[[], Any]], phase: str) -> tuple[dict[str, float], dict[str, Any]]:
+        # The formulations alternate within each repeat, so a load change on a shared machine hits all.
+        progress.phase(phase, len(fns) * (repeats + 1))
+        times: dict[str, list[float]] = {k: [] for k in fns}
+        results = {k: fn() for k, fn in fns.items()}  # warm-up: allocator, thread pool, first vmap
+        progress.advance(len(fns))
+        for _ in range(repeats):
+            for k, fn in fns.items():
+                t = time.perf_counter()
+                results[k] = fn()
+                times[k].append(time.perf_counter() - t)
+                progress.advance()
+        progress.done()
+        return {k: statistics.median(v) for k, v in times.items()}, results
+
+    with torch.enable_grad():
+        t_grad = timed({"gradient": objective.gradient}, "gradient")[0]["gradient"]
+        t, res = timed({"loop": lambda: [gnvp(objective, v) for v in vs],
+                        "batched": lambda: batched_gnvp(objective, vs)}, "gnvp loop / batched")
+    t_loop, t_batched, loop, batched = t["loop"], t["batched"], res["loop"], res["batched"]
+    diff = max(float((flatten(a) - flatten(b)).norm() / flatten(a).norm().clamp_min(1e-30))
+               for a, b in zip(loop, batched))
+    return {
+        "model": model, "task": task, "samples": objective.n,
+        "real_tokens": int(sum(int(b["attention_mask"].sum()) for b in batches)),
+        "padded_tokens": int(sum(b["input_ids"].numel() for b in batches)),
+        "parameters": int(sum(p.numel() for p in params.values())),
+        "product": "gauss-newton", "dtype": "fp32", "vectors": vectors, "repeats": repeats,
+        "gradient_s": t_grad,
+        "loop_s": t_loop, "batched_s": t_batched,
+        "loop_per_vector_s": t_loop / vectors, "batched_per_vector_s": t_batched / vectors,
+        "speedup": t_loop / t_batched,
+        "gradients_per_batched_vector": t_batched / vectors / t_grad,
+        "max_rel_diff": diff,
+        "threads": torch.get_num_threads(), "machine": machine_info(),
+    }

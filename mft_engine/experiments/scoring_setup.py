@@ -1,0 +1,264 @@
+"""What the scorer experiments share: their configuration and one prepared "scoring bench" per checkpoint.
+
+A bench holds a fine-tuned model, its eligible parameters, the GradientState of N training samples
+collected in eval mode (the training g and the activation statistics), the training Objective whose
+Gauss-Newton matrix is the curvature H, and the scoring-half Objective (L_score). The validation split is
+halved by the seed: everything chosen or fitted uses the scoring half; reported accuracies come from the
+evaluation half (DESIGN.md, honest evaluation).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..collect import GradientState, collect_gradients
+from ..config import EXCLUDE_PRESETS, SAMPLE_ORDERS, _help, round_lr_fp32
+from ..data import load_data, select_samples, tokenize_split, token_budget_batches, validation_halves
+from ..errors import ConfigError
+from ..masking import eligible_parameters
+from ..models import load_model
+from ..scoring import ScoringInputs
+from ..scoring.objective import Objective
+from .mft_study import Progress, gradient_batches
+
+SOLVERS = ("cg", "lissa", "cg-block")
+
+
+@dataclass
+class ScoringConfig:
+    """Fields shared by `mft validate-scorer` and `mft influence`."""
+
+    model: str = _help("a fine-tuned checkpoint folder (e.g. from mft finetune --save-at) | minilm | bert-tiny-random", "minilm")
+    task: str = _help("task id (sst2, mrpc, ...) or a local CSV/TSV/JSONL file or folder", "sst2")
+    data_dir: str | None = _help("GLUE root or task folder; else $MFT_DATA_DIR, the embedded SST-2, the Hub", None)
+    samples: int = _help("training samples N: the gradient test's g and the curvature H (Gauss-Newton) use them", 1000)
+    sample_order: str = _help("first (first N rows) | seeded (N rows drawn with the seed)", "first")
+    batch_size: int = _help("fixed batch size defining the training g (batch-sum, as mft run)", 32)
+    lr: float = _help("learning rate of the gradient test (rounded once to fp32)", 2e-5)
+    exclude: str = _help("original | influence | none | comma-separated name patterns", "influence")
+    scorers: str = _help("scorers to run: all | comma-separated names", "all")
+    solver: str = _help("influence's inverse solver: cg | lissa | cg-block (per-tensor blocks)", "cg")
+    damping: float | None = _help("absolute damping λ of (H + λI) (default: --damping-factor × mean diag H)", None)
+    damping_factor: float = _help("λ = this × the mean of diag(H) when --damping is not given", 1e-3)
+    cg_tol: float = _help("stop CG at this relative residual", 0.05)
+    cg_max_iter: int = _help("CG iterations at most", 40)
+    lissa_depth: int = _help("LiSSA recursion depth", 100)
+    lissa_scale: float | None = _help("LiSSA scale (> the largest eigenvalue of H + λI; default: estimated by power iteration)", None)
+    lissa_repetitions: int = _help("LiSSA repetitions averaged", 1)
+    obs_samples: int = _help("per-example gradients m for OBS's block Fisher (>= 50)", 64)
+    seed: int = _help("seed of the validation halves, the parameter sample and the random controls", 42)
+    max_length: int = _help("maximum tokens per sentence (pair)", 128)
+    eval_batch_tokens: int = _help("token budget of a batch of the objectives and evaluations", 4096)
+    text_column: str | None = _help("text column of a local file task", None)
+    text_pair_column: str | None = _help("second text column of a local pair task", None)
+    label_column: str | None = _help("label column of a local file task", None)
+    out: str = _help("parent folder of the results folder", "results")
+
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise ConfigError(f"--samples {self.samples} must be >= 1")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size {self.batch_size} must be >= 1")
+        if self.sample_order not in SAMPLE_ORDERS:
+            raise ConfigError(f"--sample-order {self.sample_order!r} is not one of {', '.join(SAMPLE_ORDERS)}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"--lr {self.lr} must be a positive number")
+        if self.solver not in SOLVERS:
+            raise ConfigError(f"--solver {self.solver!r} is not one of {', '.join(SOLVERS)}")
+        if self.damping is not None and not (self.damping > 0 and math.isfinite(self.damping)):
+            raise ConfigError(f"--damping {self.damping} must be > 0 (H + λI must be positive definite)")
+        if not (self.damping_factor > 0 and math.isfinite(self.damping_factor)):
+            raise ConfigError(f"--damping-factor {self.damping_factor} must be > 0")
+        if not 0 < self.cg_tol < 1:
+            raise ConfigError(f"--cg-tol {self.cg_tol} must be in (0, 1)")
+        if self.cg_max_iter < 1 or self.lissa_depth < 1 or self.lissa_repetitions < 1:
+            raise ConfigError("--cg-max-iter, --lissa-depth and --lissa-repetitions must be >= 1")
+        if self.obs_samples < 50:
+            raise ConfigError(f"--obs-samples {self.obs_samples} must be >= 50 (OBS blocks of 50 need m >= 50 gradients)")
+        if self.eval_batch_tokens < self.max_length:
+            raise ConfigError(f"--eval-batch-tokens {self.eval_batch_tokens} must be >= --max-length {self.max_length}")
+        self.scorer_names()  # validates --scorers
+
+    def exclude_patterns(self) -> tuple[str, ...]:
+        if self.exclude in EXCLUDE_PRESETS:
+            return EXCLUDE_PRESETS[self.exclude]
+        return tuple(p.strip() for p in self.exclude.split(",") if p.strip())
+
+    def scorer_names(self) -> list[str]:
+        from ..scoring.base import scorer_names
+
+        known = scorer_names()
+        items = [s.strip() for s in self.scorers.split(",") if s.strip()]
+        if items == ["all"]:
+            return list(known)
+        if not items:
+            raise ConfigError(f"--scorers is empty; expected all or some of {', '.join(known)}")
+        bad = [s for s in items if s not in known]
+        if bad:
+            raise ConfigError(f"--scorers {bad[0]!r} is not one of {', '.join(known)}")
+        return list(dict.fromkeys(items))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def objective_batches(tokens, rows: list[int], labels, regression: bool, max_tokens: int) -> list[dict]:
+    """HF batches over `rows`, grouped by length within a token budget (little padding)."""
+    lengths = [int(tokens.lengths[r]) for r in rows]
+    return [tokens.batch([rows[i] for i in g], labels, regression) for g in token_budget_batches(lengths, max_tokens)]
+
+
+class ScoringData:
+    """The task's splits tokenized once (shared by every checkpoint of a sweep)."""
+
+    def __init__(self, cfg: ScoringConfig, tokenizer):
+        self.cfg = cfg
+        self.train = load_data(cfg, "train")
+        self.val = load_data(cfg, "validation")
+        if self.train.is_regression:
+            raise ConfigError(f"task {cfg.task!r} is a regression task; the scorers need a classifier "
+                              "(cross-entropy loss)")
+        self.rows = select_samples(len(self.train), cfg.samples, order=cfg.sample_order, seed=cfg.seed)
+        self.train_tokens = tokenize_split(tokenizer, self.train, self.rows, max_length=cfg.max_length)
+        self.val_tokens = tokenize_split(tokenizer, self.val, None, max_length=cfg.max_length)
+        self.scoring_rows, self.evaluation_rows = validation_halves(len(self.val), cfg.seed)
+
+    def validation_sets(self):
+        """ValidationSets over the halves (metrics on "scoring", "evaluation", "whole")."""
+        from ..train.loop import ValidationSets
+
+        return ValidationSets(self.val_tokens, list(self.val.labels), self.val.num_labels, False,
+                              self.scoring_rows, self.evaluation_rows, self.cfg.eval_batch_tokens)
+
+    def record(self) -> dict[str, Any]:
+        return {"task": self.train.task.name, "train_source": self.train.source, "validation_source": self.val.source,
+                "n_train_rows": len(self.train), "n_train_samples": len(self.rows), "n_validation": len(self.val),
+                "n_scoring_half": len(self.scoring_rows), "n_evaluation_half": len(self.evaluation_rows)}
+
+
+@dataclass
+class ScoringBench:
+    """One checkpoint prepared for scoring: model (eval mode, fp32), eligible names, statistics, inputs."""
+
+    model: torch.nn.Module
+    source: str
+    data: ScoringData
+    eligible: list[tuple[str, torch.nn.Parameter]]
+    state: GradientState
+    inputs: ScoringInputs
+    score_batches: list[dict]
+    timings: dict[str, float]
+
+    @property
+    def names(self) -> list[str]:
+        return [n for n, _ in self.eligible]
+
+    def n_eligible(self) -> int:
+        return int(sum(p.numel() for _, p in self.eligible))
+
+
+def load_checkpoint(cfg: ScoringConfig, model_name: str, num_labels: int):
+    """The checkpoint as a LoadedModel (ModelError, exit 2, when its labels do not match the task)."""
+    return load_model(model_name, num_labels, seed=cfg.seed)
+
+
+def prepare_bench(cfg: ScoringConfig, model_name: str | None = None, data: ScoringData | None = None,
+                  progress: Progress | None = None, fits_dir: Path | None = None) -> ScoringBench:
+    """Load a checkpoint and compute what every scorer may need that is cheap: the training g and the
+    activation statistics of N samples (one eval-mode forward + backward each), and the objectives.
+
+    Cost: loading the model, tokenizing (once per ScoringData), one collection pass over N samples.
+    """
+    progress = progress or Progress()
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    probe = data.train.num_labels if data is not None else load_data(cfg, "train").num_labels
+    lm = load_checkpoint(cfg, model_name or cfg.model, probe)
+    model = lm.model.float().eval()
+    if data is None:
+        data = ScoringData(cfg, lm.tokenizer)
+    timings["load_s"] = time.perf_counter() - t
+
+    named = list(model.named_parameters())
+    eligible = eligible_parameters(named, cfg.exclude_patterns())
+    if not eligible:
+        raise ConfigError(f"--exclude {cfg.exclude!r} leaves no eligible parameter")
+
+    t = time.perf_counter()
+    ns = SimpleNamespace(reduction="batch-sum", batch_size=cfg.batch_size, keep_last=False)
+    batches = gradient_batches(ns, data.train_tokens, data.train, data.rows)
+    if not batches:
+        raise ConfigError(f"--samples {cfg.samples} is fewer than one batch of --batch-size {cfg.batch_size}")
+    progress.phase("collect gradients (eval mode)", len(batches))
+    state = collect_gradients(model, batches, train_mode=False, on_batch=lambda i, loss: progress.advance(1),
+                              meta={"train_mode": False, "reduction": "batch-sum", "samples": len(data.rows)})
+    progress.done()
+    timings["collect_s"] = time.perf_counter() - t
+
+    names = [n for n, _ in eligible]
+    # fixed_batches takes the rows in order and drops a last partial batch: these are the rows g saw.
+    used = data.rows[: state.n_samples]
+    train_obj = Objective(model, objective_batches(data.train_tokens, used, data.train.labels, False,
+                                                   cfg.eval_batch_tokens), names)
+    score_batches = objective_batches(data.val_tokens, data.scoring_rows, data.val.labels, False, cfg.eval_batch_tokens)
+    score_obj = Objective(model, score_batches, names)
+    inputs = ScoringInputs(model=model, names=names, state=state, lr=round_lr_fp32(cfg.lr), train=train_obj,
+                           score=score_obj, damping=cfg.damping, fits_dir=fits_dir,
+                           options={"influence_solver": cfg.solver, "damping_factor": cfg.damping_factor,
+                                    "cg_tol": cfg.cg_tol, "cg_max_iter": cfg.cg_max_iter,
+                                    "lissa_depth": cfg.lissa_depth, "lissa_scale": cfg.lissa_scale,
+                                    "lissa_repetitions": cfg.lissa_repetitions, "obs_samples": cfg.obs_samples,
+                                    "progress": progress})
+    return ScoringBench(model, lm.source, data, eligible, state, inputs, score_batches, timings)
+
+
+def sample_eligible(eligible: list[tuple[str, torch.Tensor]], n: int, seed: int) -> list[tuple[str, int]]:
+    """n distinct (name, flat index) pairs drawn uniformly over every eligible element, seeded, in flat order.
+
+    Raises ConfigError when n exceeds the eligible count or is < 1. Cost: O(n log n).
+    """
+    sizes = np.array([p.numel() for _, p in eligible], dtype=np.int64)
+    total = int(sizes.sum())
+    if n < 1:
+        raise ConfigError(f"--n-params {n} must be >= 1")
+    if n > total:
+        raise ConfigError(f"--n-params {n} is larger than the {total:,} eligible parameters")
+    flat = np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
+    return flat_to_items(eligible, flat)
+
+
+def flat_to_items(eligible: list[tuple[str, torch.Tensor]], flat: np.ndarray) -> list[tuple[str, int]]:
+    """Flat indices over the concatenated eligible tensors → (name, index within that tensor)."""
+    sizes = np.array([p.numel() for _, p in eligible], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    which = np.searchsorted(starts, flat, side="right") - 1
+    return [(eligible[w][0], int(f - starts[w])) for w, f in zip(which.tolist(), np.asarray(flat).tolist())]
+
+
+def gather(scores: dict[str, torch.Tensor], items: list[tuple[str, int]]) -> np.ndarray:
+    """The scores at (name, flat index) items, float64 [len(items)]."""
+    return np.array([float(scores[n].reshape(-1)[i]) for n, i in items], dtype=np.float64)
+
+
+def flat_scores(scores: dict[str, torch.Tensor], names: list[str]) -> torch.Tensor:
+    """The scores of `names` concatenated flat (float64); NaN (not scored) becomes +inf, never picked first."""
+    flat = torch.cat([scores[n].reshape(-1).double() for n in names])
+    return torch.nan_to_num(flat, nan=math.inf)
+
+
+def lowest(scores: dict[str, torch.Tensor], names: list[str], k: int) -> torch.Tensor:
+    """Flat indices (over `names` concatenated) of the k lowest scores, lowest first; ties by lower index.
+
+    Cost: one concatenation (8 bytes per eligible parameter) and a stable sort of it.
+    """
+    flat = flat_scores(scores, names)
+    k = min(k, flat.numel())
+    return torch.sort(flat, stable=True).indices[:k]

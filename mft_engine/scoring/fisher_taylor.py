@@ -1,0 +1,36 @@
+"""The `fisher-taylor` scorer: LLM-Pruner's mixed first/second-order element salience."""
+from __future__ import annotations
+
+import torch
+
+from .base import Scorer, as_scores, register_scorer
+from .inputs import ScoringInputs
+from .stats import fisher_diagonal, score_gradient
+
+
+@register_scorer
+class FisherTaylorScorer(Scorer):
+    """score = −(θ·g_s − ½ θ² F_ii): LLM-Pruner's element importance (Ma et al. 2023, eq. 5) as a
+    signed predicted loss change (< 0: removal helps).
+
+    g_s = ∇L_score; F_ii = (1/n) Σ_e (∂ℓ_e/∂θ_i)², the empirical Fisher diagonal over the scoring-half
+    examples, standing in for the Hessian diagonal. Needs the scoring-half Objective. Cost: ∇L_score
+    (shared) and the Fisher diagonal (one per-example vmap pass over the scoring half, shared), each
+    once per inputs.
+    """
+
+    name = "fisher-taylor"
+    signed = True
+    description = ("−(θ·∇L_score − ½·θ²·F_ii), F the empirical Fisher diagonal of the scoring half "
+                   "(LLM-Pruner's element salience as a loss change)")
+
+    def score(self, inputs: ScoringInputs) -> dict[str, torch.Tensor]:
+        inputs.require(self.name, score_objective=inputs.score)
+        g = score_gradient(inputs)
+        fisher = fisher_diagonal(inputs)
+        theta = inputs.theta()
+        out = {}
+        for n in inputs.names:
+            th = as_scores(theta[n])
+            out[n] = -(th * g[n] - 0.5 * th.square() * fisher[n])
+        return out

@@ -1,0 +1,372 @@
+"""Ground truth of single-parameter removal: ΔL_i = L(θ with θ_i = 0) − L(θ), nothing re-optimised.
+
+L is the mean per-example cross-entropy of a BERT classifier over fixed batches (the scoring half of the
+validation split), eval mode, float64 by default. `naive_delta` is the reference: the HF forward, zero,
+the HF forward again. `RemovalOracle` gives the same numbers fast: it caches one forward's activations
+(scoring/bert_layers.py) and, per parameter, re-runs only what lies downstream of it, starting at the
+first activation the parameter touches (an intermediate-layer weight costs O(T·H) in its own layer, not
+a layer), and running perturbed copies of the same layer stacked along a leading dimension.
+"""
+from __future__ import annotations
+
+import copy
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import ConfigError, ModelError
+from .bert_layers import (
+    LAYER_MODULES,
+    BertWeights,
+    Change,
+    PackedExamples,
+    ce_of,
+    encoder_from,
+    forward_cached,
+    forward_ce,
+    head_ce,
+    pack_examples,
+    restart_layer,
+)
+from .objective import math_attention, model_inputs
+
+Batch = dict[str, torch.Tensor]
+Item = tuple[str, int]
+
+_LAYER_NAME = re.compile(r"^bert\.encoder\.layer\.(\d+)\.(.+)\.(weight|bias)$")
+_EMBEDDINGS = {"bert.embeddings.word_embeddings.weight": "word", "bert.embeddings.position_embeddings.weight": "position",
+               "bert.embeddings.token_type_embeddings.weight": "token_type",
+               "bert.embeddings.LayerNorm.weight": "ln", "bert.embeddings.LayerNorm.bias": "ln"}
+_HEAD = {"bert.pooler.dense.weight": "pooler", "bert.pooler.dense.bias": "pooler",
+         "classifier.weight": "classifier", "classifier.bias": "classifier"}
+
+
+@dataclass(frozen=True)
+class _Target:
+    # Where one item enters the network: place is "layer", "embedding" or a head part; change carries (i, j, d).
+    place: str
+    layer: int
+    change: Change
+
+
+def naive_loss(model: torch.nn.Module, batches: list[Batch], dtype: torch.dtype = torch.float64) -> float:
+    """L = (1/n) Σ_examples CE(logits, label) through the model's own HF forward, eval mode, in `dtype`.
+
+    A model of another dtype is copied first; the caller's model and its train/eval flag are left as they
+    were. Attention runs through SDPA's MATH backend (as `Objective`). Cost: one forward over the batches.
+    """
+    m = model if next(model.parameters()).dtype == dtype else copy.deepcopy(model).to(dtype)
+    was_training = m.training
+    m.eval()
+    total, n = torch.zeros((), dtype=torch.float64), 0
+    try:
+        with torch.no_grad(), math_attention():
+            for b in batches:
+                logits = m(**model_inputs(b)).logits
+                total += F.cross_entropy(logits, b["labels"].to(logits.device), reduction="sum").double().cpu()
+                n += int(b["labels"].shape[0])
+    finally:
+        m.train(was_training)
+    return float(total / n)
+
+
+def naive_joint_delta(model: torch.nn.Module, batches: list[Batch], items: list[Item],
+                      dtype: torch.dtype = torch.float64) -> float:
+    """L(θ with every item zeroed) − L(θ) through the HF forward on a `dtype` copy of `model` (untouched).
+
+    Items are (parameter name, flat index). Cost: a model copy and two forwards.
+    """
+    m = copy.deepcopy(model).to(dtype)
+    base = naive_loss(m, batches, dtype)
+    params = dict(m.named_parameters())
+    with torch.no_grad():
+        for name, idx in items:
+            if name not in params:
+                raise ConfigError(f"parameter {name!r} is not in the model")
+            params[name].view(-1)[int(idx)] = 0
+    return naive_loss(m, batches, dtype) - base
+
+
+def naive_delta(model: torch.nn.Module, batches: list[Batch], name: str, flat_index: int,
+                dtype: torch.dtype = torch.float64) -> float:
+    """The reference ΔL of zeroing `name`.view(-1)[flat_index] alone: HF forward, zero, HF forward, on a
+    `dtype` copy (the caller's model is untouched). Cost: a model copy and two forwards."""
+    return naive_joint_delta(model, batches, [(name, flat_index)], dtype)
+
+
+class RemovalOracle:
+    """Fast exact ΔL_i = L(θ with θ_i = 0) − L(θ) for an HF BertForSequenceClassification.
+
+    `model` is copied to `dtype` (float64 by default; float32 halves time and memory, see `noise_floor`);
+    the caller's model is never changed. `batches` are HF batch dicts (input_ids, attention_mask with
+    right padding, optional token_type_ids, labels int64); L is their mean per-example cross-entropy,
+    eval mode. Construction runs one forward (the last layer for [CLS] rows only) and keeps its
+    activations: per layer T·(6H + I) values plus heads·Σ_seq S² scores, with T the real tokens (padding
+    is dropped; the last layer keeps [CLS] rows only). For MiniLM (6 layers, H 384, I 1536) on the
+    436-sentence SST-2 scoring half (11,227 tokens) that is 1.68 GiB in float64, 0.84 GiB in float32
+    (`cache_bytes` gives the figure; peak RSS measured 3.1 / 2.0 GiB with the model copies). A `delta`
+    call adds up to `stack_bytes` of working memory, and at least one perturbed copy (0.5 GiB there).
+
+    Cost of one item: an entry of layer l re-runs layers l+1…L−2 in full and the last layer for the
+    [CLS] rows (its keys and values span all tokens), plus a part of layer l that depends on the module
+    (see `restart_layer`); embedding entries re-run only the sequences holding the token, position or
+    type they touch; pooler and classifier entries cost O(N·H). `timings` and `last_rate` say what it was.
+    """
+
+    def __init__(self, model: torch.nn.Module, batches: list[Batch], dtype: torch.dtype = torch.float64,
+                 stack_bytes: int = 256 << 20):
+        if dtype not in (torch.float64, torch.float32):
+            raise ConfigError(f"ground truth dtype {dtype} is not supported; expected torch.float64 or torch.float32")
+        self.dtype = dtype
+        self.stack_bytes = int(stack_bytes)
+        self._source, self._batches = model, batches
+        self._model = copy.deepcopy(model).to(dtype).eval()
+        self._model.requires_grad_(False)
+        self._params = dict(self._model.named_parameters())
+        self.weights = BertWeights.from_model(self._model)
+        device = next(self._model.parameters()).device
+        p = pack_examples(batches)
+        self.packed = PackedExamples(p.input_ids.to(device), p.token_type_ids.to(device), p.position_ids.to(device),
+                                     p.labels.to(device), p.lengths)
+        self.n = self.packed.n_seqs
+        with torch.no_grad():
+            self.cache = forward_cached(self.weights, self.packed)
+        self.base_ce = self.cache.ce
+        self.base_loss = float(self.base_ce.double().sum() / self.n)
+        self.cache_bytes = self.cache.nbytes()
+        self.timings: dict[str, dict[str, float]] = {}
+        self.last_rate = float("nan")
+        self.last_seconds = 0.0
+        w = self.weights
+        inter = int(w.layers[0].i_w.shape[0])
+        attn = sum(w.heads * g.count * g.length ** 2 for g in self.packed.groups)
+        # Working set of one stacked copy: a feed-forward activation, ~10 hidden-sized tensors, the scores.
+        self._copy_bytes = (self.packed.n_tokens * (inter + 10 * w.hidden) + attn) * self._model_itemsize()
+
+    def _model_itemsize(self) -> int:
+        return torch.empty((), dtype=self.dtype).element_size()
+
+    # ------------------------------------------------------------------------------------------ items
+    def _target(self, name: str, index: int, new_value: float | None) -> tuple[_Target, float]:
+        p = self._params.get(name)
+        if p is None:
+            raise ConfigError(f"parameter {name!r} is not in the model")
+        if not 0 <= int(index) < p.numel():
+            raise ConfigError(f"flat index {index} is out of range for {name} ({p.numel()} entries)")
+        index = int(index)
+        old = p.view(-1)[index]
+        d = float((torch.zeros_like(old) if new_value is None else torch.tensor(new_value, dtype=old.dtype)) - old)
+        cols = p.shape[1] if p.dim() == 2 else 1
+        i, j = divmod(index, cols) if p.dim() == 2 else (index, -1)
+        is_weight = name.endswith(".weight")
+        m = _LAYER_NAME.match(name)
+        if m is not None:
+            module = LAYER_MODULES.get(m.group(2))
+            if module is None:
+                raise ModelError(f"parameter {name} belongs to no BERT layer module ground truth knows")
+            return _Target("layer", int(m.group(1)), Change(module, is_weight, i, j, d)), float(old)
+        if name in _EMBEDDINGS:
+            return _Target("embedding", -1, Change(_EMBEDDINGS[name], is_weight, i, j, d)), float(old)
+        if name in _HEAD:
+            return _Target(_HEAD[name], -1, Change(_HEAD[name], is_weight, i, j, d)), float(old)
+        raise ModelError(f"parameter {name} is not part of a BERT classifier ground truth knows")
+
+    def random_items(self, n: int, seed: int = 0, names: list[str] | None = None, nonzero: bool = True) -> list[Item]:
+        """`n` (name, flat index) items spread round-robin over `names` (default: every encoder-layer weight
+        and bias, in model order, so all layers are covered), each index drawn with numpy's default_rng(seed);
+        `nonzero` skips entries that are already 0. Cost: O(n)."""
+        names = names or [k for k in self._params if _LAYER_NAME.match(k)]
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(len(names))
+        items: list[Item] = []
+        for k in range(n):
+            name = names[order[k % len(names)]]
+            flat = self._params[name].view(-1)
+            for _ in range(100):
+                idx = int(rng.integers(flat.numel()))
+                if not nonzero or float(flat[idx]) != 0.0:
+                    break
+            items.append((name, idx))
+        return items
+
+    # ------------------------------------------------------------------------------------------ deltas
+    def delta(self, items: list[Item], on_item: Callable[[int], None] | None = None) -> np.ndarray:
+        """ΔL [len(items)] float64: each (parameter name, flat index) zeroed alone, everything else at θ.
+
+        Items whose value is already 0 give exactly 0, as does a key bias entry (it shifts every score of
+        a query by the same amount, which softmax ignores). Items of the same layer are run stacked, up to
+        `stack_bytes` at a time. `on_item(n_done)` is called as items complete (cumulative count).
+        Sets `last_seconds`, `last_rate` (items per second) and adds to `timings` (per layer, seconds and
+        items). Raises ConfigError for an unknown name or an index out of range.
+        """
+        return self._deltas(items, None, on_item, force=False)
+
+    def _deltas(self, items: list[Item], values: list[float] | None, on_item, force: bool,
+                stack: int | None = None) -> np.ndarray:
+        start = time.perf_counter()
+        out = np.zeros(len(items), dtype=np.float64)
+        targets = [self._target(name, idx, None if values is None else values[k])[0]
+                   for k, (name, idx) in enumerate(items)]
+        todo: dict[tuple[str, int], list[int]] = {}
+        skipped = 0
+        for k, t in enumerate(targets):
+            trivial = t.change.d == 0.0 and not force
+            if trivial or (t.place == "layer" and t.change.module == "key" and not t.change.weight):
+                skipped += 1
+                continue
+            todo.setdefault((t.place, t.layer), []).append(k)
+        done = skipped
+        if on_item is not None and done:
+            on_item(done)
+        per = stack or max(1, self.stack_bytes // max(1, self._copy_bytes))
+        with torch.no_grad():
+            for (place, layer), ks in sorted(todo.items(), key=lambda kv: (kv[0][0] != "layer", kv[0])):
+                t0 = time.perf_counter()
+                chunk = per if place == "layer" else 1
+                for c0 in range(0, len(ks), chunk):
+                    part = ks[c0:c0 + chunk]
+                    changes = [targets[k].change for k in part]
+                    if place == "layer":
+                        out[part] = self._layer_deltas(layer, changes)
+                    elif place == "embedding":
+                        out[part] = [self._embedding_delta(changes[0])]
+                    else:
+                        out[part] = [self._head_delta(changes[0])]
+                    done += len(part)
+                    if on_item is not None:
+                        on_item(done)
+                key = f"layer.{layer}" if place == "layer" else place
+                slot = self.timings.setdefault(key, {"items": 0, "seconds": 0.0})
+                slot["items"] += len(ks)
+                slot["seconds"] += time.perf_counter() - t0
+        self.last_seconds = time.perf_counter() - start
+        self.last_rate = len(items) / self.last_seconds if self.last_seconds > 0 else float("inf")
+        return out
+
+    def _loss_change(self, ce: torch.Tensor, seqs: torch.Tensor | None = None) -> np.ndarray:
+        # Σ(ce' − ce) / n per stack entry, summed in float64 so a float32 oracle adds no rounding here.
+        base = self.base_ce if seqs is None else self.base_ce[seqs]
+        return ((ce.double() - base.double()).sum(-1) / self.n).cpu().numpy()
+
+    def _layer_deltas(self, layer: int, changes: list[Change]) -> np.ndarray:
+        w = self.weights
+        y = restart_layer(w, layer, self.cache.layers[layer], self.packed, changes)
+        if layer < len(w.layers) - 1:
+            y = encoder_from(w, layer + 1, y, self.packed)
+        return self._loss_change(head_ce(w, y, self.packed.labels))
+
+    def _embedding_delta(self, ch: Change) -> float:
+        w, packed, cache = self.weights, self.packed, self.cache
+        x0 = cache.layers[0].x
+        if ch.module == "ln":
+            x = x0.clone()
+            col = (cache.emb_sum[:, ch.i] - cache.emb_mean) * cache.emb_rstd * ch.d if ch.weight else ch.d
+            x[:, ch.i] += col
+            sub, seqs = packed, None
+        else:
+            ids = {"word": packed.input_ids, "position": packed.position_ids, "token_type": packed.token_type_ids}
+            hit = ids[ch.module] == ch.i
+            if not bool(hit.any()):
+                return 0.0          # a row no example reads: the loss does not depend on it
+            seqs = torch.unique(packed.seq_of_token().to(hit.device)[hit]).cpu()
+            if len(seqs) == packed.n_seqs:
+                sub, rows, seqs = packed, None, None
+            else:
+                sub, rows = packed.subset(seqs)
+                rows = rows.to(x0.device)
+            sel = (lambda t: t) if rows is None else (lambda t: t[rows])
+            hit = sel(hit)
+            emb = sel(cache.emb_sum)[hit]
+            emb[:, ch.j] += ch.d
+            x = sel(x0).clone()
+            # Only the tokens reading the changed row are re-normalised; the others keep their cached bits.
+            x[hit] = F.layer_norm(emb, (w.hidden,), w.emb_ln_w, w.emb_ln_b, w.emb_eps)
+        h = encoder_from(w, 0, x[None], sub)
+        return float(self._loss_change(head_ce(w, h, sub.labels), seqs)[0])
+
+    def _head_delta(self, ch: Change) -> float:
+        w, cache = self.weights, self.cache
+        if ch.module == "pooler":
+            h_cls = cache.layers[-1].y
+            u_i = cache.u[:, ch.i] + (h_cls[:, ch.j] * ch.d if ch.weight else ch.d)
+            logits = cache.logits + (torch.tanh(u_i) - cache.pooled[:, ch.i])[:, None] * w.cls_w[:, ch.i][None, :]
+        else:
+            logits = cache.logits.clone()
+            logits[:, ch.i] += cache.pooled[:, ch.j] * ch.d if ch.weight else ch.d
+        return float(self._loss_change(ce_of(logits, self.packed.labels))[()])
+
+    # ------------------------------------------------------------------------------------------ checks
+    def joint_delta(self, items: list[Item]) -> float:
+        """L(θ with all `items` zeroed together) − L(θ), by a full forward of this oracle's own network
+        (for additivity checks). The internal copy is restored exactly afterwards. Cost: one forward."""
+        saved = []
+        with torch.no_grad():
+            try:
+                for name, idx in items:
+                    self._target(name, idx, None)      # validates name and index
+                    flat = self._params[name].view(-1)
+                    saved.append((flat, int(idx), flat[int(idx)].clone()))
+                    flat[int(idx)] = 0
+                ce = forward_ce(self.weights, self.packed)
+            finally:
+                for flat, idx, old in reversed(saved):
+                    flat[idx] = old
+        return float(self._loss_change(ce[None])[0])
+
+    def noise_floor(self, n_repeats: int = 6, seed: int = 0, pilot: int = 16,
+                    reference: RemovalOracle | None = None) -> dict[str, float | bool]:
+        """The measured noise floor of this oracle's ΔL, as |ΔL| of changes that should give 0.
+
+        - no-op: `n_repeats` encoder entries spread over layers and modules, each set to its own value
+          through the same fast path (forced, not short-cut), once all stacked together and once alone;
+        - regroup: |L − base_loss| of the base loss evaluated other ways: the HF forward over the caller's
+          batches, the HF forward over those batches cut in halves, and this network with length groups
+          cut into single sequences and into threes (other matmul shapes, other rounding).
+        Returns max/median of each and of all (keys noop_*, regroup_*, max, median, relative_max =
+        max / base_loss). For a float32 oracle with `pilot` > 0 it also compares `pilot` random encoder
+        entries with a float64 oracle (`reference`, else one built on the caller's model):
+        pilot_max_abs_diff = max |ΔL32 − ΔL64|, pilot_median_abs_delta = median |ΔL64|, and
+        float32_allowed = 10·max(pilot_max_abs_diff, noop_max) ≤ pilot_median_abs_delta. The regroup
+        figures are left out of that test: they measure how the loss value moves with other matmul shapes,
+        an offset that ΔL, computed with the same shapes for L' and L, does not see (MiniLM on SST-2 in
+        float32: regroup 4e-8, yet |ΔL32 − ΔL64| ≤ 4.3e-9 on 50 entries).
+        Cost: 2·n_repeats item evaluations, four forwards (two of them HF), and for float32 a float64
+        oracle plus 2·pilot items.
+        """
+        items = self.random_items(n_repeats, seed=seed)
+        values = [float(self._params[name].view(-1)[idx]) for name, idx in items]
+        together = np.abs(self._deltas(items, values, None, force=True))
+        alone = np.abs(np.concatenate([self._deltas([it], [v], None, force=True, stack=1)
+                                       for it, v in zip(items, values)]))
+        noop = np.concatenate([together, alone])
+        halves = [{k: v[s] for k, v in b.items()} for b in self._batches
+                  for s in (slice(0, (len(b["labels"]) + 1) // 2), slice((len(b["labels"]) + 1) // 2, None))
+                  if len(b["labels"][s])]
+        losses = [naive_loss(self._model, self._batches, self.dtype), naive_loss(self._model, halves, self.dtype)]
+        with torch.no_grad():
+            for cut in (1, 3):
+                packed = self.packed.regrouped(cut)
+                losses.append(float(forward_ce(self.weights, packed).double().sum() / self.n))
+        regroup = np.abs(np.array(losses) - self.base_loss)
+        both = np.concatenate([noop, regroup])
+        out: dict[str, float | bool] = {
+            "noop_max": float(noop.max()), "noop_median": float(np.median(noop)), "n_noop": int(noop.size),
+            "regroup_max": float(regroup.max()), "regroup_median": float(np.median(regroup)),
+            "n_regroup": int(regroup.size), "max": float(both.max()), "median": float(np.median(both)),
+            "relative_max": float(both.max() / abs(self.base_loss)) if self.base_loss else float("inf"),
+        }
+        if self.dtype != torch.float64 and pilot > 0:
+            ref = reference or RemovalOracle(self._source, self._batches, torch.float64, self.stack_bytes)
+            pilot_items = self.random_items(pilot, seed=seed + 1)
+            d64 = ref.delta(pilot_items)
+            diff = np.abs(self.delta(pilot_items) - d64)
+            out["pilot_max_abs_diff"] = float(diff.max())
+            out["pilot_median_abs_delta"] = float(np.median(np.abs(d64)))
+            floor = max(out["pilot_max_abs_diff"], out["noop_max"])
+            out["float32_allowed"] = bool(10 * floor <= out["pilot_median_abs_delta"])
+        return out

@@ -1,0 +1,204 @@
+"""Ground truth of single-parameter removal: the fast oracle against the HF forward, zero, HF forward."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mft_engine.errors import ConfigError, DataError
+from mft_engine.models import load_model
+from mft_engine.scoring.ground_truth import RemovalOracle, naive_delta, naive_joint_delta, naive_loss
+
+TOKENS = 60  # token ids 1000..1059 (plus [CLS] 101 / [SEP] 102), so embedding rows are shared by examples
+
+
+def make_batches(num_labels: int = 2, seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    """Three batches of different widths, right padding, sentence pairs in token_type_ids."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for n, width in ((5, 9), (4, 14), (3, 6)):
+        lengths = torch.randint(3, width + 1, (n,), generator=g)
+        lengths[0] = width                                      # one row without padding
+        ids = torch.randint(1000, 1000 + TOKENS, (n, width), generator=g)
+        ids[:, 0] = 101
+        pos = torch.arange(width)[None, :]
+        mask = (pos < lengths[:, None]).long()
+        ids[torch.arange(n), lengths - 1] = 102
+        tt = ((pos >= (lengths[:, None] // 2)) & (mask == 1)).long()
+        out.append({"input_ids": ids * mask, "attention_mask": mask, "token_type_ids": tt * mask,
+                    "labels": torch.randint(0, num_labels, (n,), generator=g)})
+    return out
+
+
+def perturbed_tiny(num_labels: int = 2, seed: int = 0) -> torch.nn.Module:
+    """bert-tiny-random with LayerNorm, biases, head and q/k scales moved off their init, so that every
+    parameter kind changes the loss."""
+    model = load_model("bert-tiny-random", num_labels, seed=seed).model
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            r = torch.randn(p.shape, generator=g)
+            if "LayerNorm.weight" in name:
+                p.copy_(1 + 0.2 * r)
+            elif name.endswith("bias"):
+                p.copy_(0.1 * r)
+            elif "query.weight" in name or "key.weight" in name:
+                p.mul_(5)
+            elif name == "classifier.weight":
+                p.copy_(0.5 * r)
+    return model
+
+
+@pytest.fixture(scope="module")
+def model():
+    return perturbed_tiny()
+
+
+@pytest.fixture(scope="module")
+def batches():
+    return make_batches()
+
+
+@pytest.fixture(scope="module")
+def oracle(model, batches):
+    return RemovalOracle(model, batches)
+
+
+def items_for_every_tensor(model, batches) -> list[tuple[str, int]]:
+    """For each parameter tensor: its largest-|value| entry and a random one; for the embeddings, rows the
+    data reads (and one it does not)."""
+    rng = np.random.default_rng(0)
+    hidden = model.config.hidden_size
+    used = torch.cat([b["input_ids"][b["attention_mask"] == 1] for b in batches]).unique()
+    items = []
+    for name, p in model.named_parameters():
+        flat = p.detach().view(-1)
+        if name.endswith("word_embeddings.weight"):
+            rows = [1003, 101, 29000]                           # a content token, [CLS], a token never read
+            items += [(name, r * hidden + int(rng.integers(hidden))) for r in rows]
+            assert 1003 in used.tolist() and 29000 not in used.tolist()
+            continue
+        if name.endswith("position_embeddings.weight"):
+            items += [(name, r * hidden + int(rng.integers(hidden))) for r in (0, 7, 13, 300)]
+            continue
+        items.append((name, int(flat.abs().argmax())))
+        items.append((name, int(rng.integers(flat.numel()))))
+    return items
+
+
+def test_base_loss_matches_hf_forward(oracle, model, batches):
+    ref = naive_loss(model, batches, torch.float64)
+    assert abs(oracle.base_loss - ref) <= 1e-13 * ref
+    assert oracle.n == sum(len(b["labels"]) for b in batches)
+    assert oracle.cache_bytes > 0
+
+
+def test_every_parameter_tensor_matches_naive(oracle, model, batches):
+    items = items_for_every_tensor(model, batches)
+    names = {n for n, _ in model.named_parameters()}
+    assert {n for n, _ in items} == names
+    done = []
+    fast = oracle.delta(items, on_item=done.append)
+    assert done[-1] == len(items) and done == sorted(done)
+    assert oracle.last_rate > 0 and sum(t["items"] for t in oracle.timings.values()) <= len(items)
+    tol = 1e-12 * oracle.base_loss
+    bad = []
+    nonzero = 0
+    for (name, idx), f in zip(items, fast):
+        ref = naive_delta(model, batches, name, idx)
+        nonzero += abs(ref) > 1e-9
+        if abs(f - ref) > tol:
+            bad.append((name, idx, f, ref))
+    assert not bad, bad
+    assert nonzero >= len(items) - 12   # the key biases, the unread word row, position 300 and chance give ~0
+
+
+def test_stacking_does_not_change_results(model, batches, oracle):
+    items = oracle.random_items(12, seed=3)
+    single = RemovalOracle(model, batches, stack_bytes=1).delta(items)
+    assert np.allclose(oracle.delta(items), single, rtol=0, atol=1e-14 * oracle.base_loss)
+
+
+def test_zero_valued_parameter_gives_exact_zero(batches):
+    m = perturbed_tiny()
+    name = "bert.encoder.layer.0.intermediate.dense.weight"
+    with torch.no_grad():
+        dict(m.named_parameters())[name].view(-1)[17] = 0.0
+    o = RemovalOracle(m, batches)
+    assert o.delta([(name, 17)])[0] == 0.0
+    assert o.delta([("bert.encoder.layer.1.attention.self.key.bias", 3)])[0] == 0.0   # softmax shift
+
+
+def test_joint_delta(oracle, model, batches):
+    one = ("bert.encoder.layer.0.attention.output.dense.weight", 555)
+    assert abs(oracle.joint_delta([one]) - oracle.delta([one])[0]) <= 1e-12 * oracle.base_loss
+    several = oracle.random_items(6, seed=5) + [("classifier.bias", 1), ("bert.embeddings.LayerNorm.weight", 4)]
+    ref = naive_joint_delta(model, batches, several)
+    assert abs(oracle.joint_delta(several) - ref) <= 1e-12 * oracle.base_loss
+    assert oracle.joint_delta([]) == 0.0
+    # the oracle's internal copy is restored exactly: the same item gives the same ΔL after the joint call
+    assert oracle.delta([one])[0] == oracle.delta([one])[0]
+
+
+def test_noise_floor_float64_is_tiny(oracle):
+    floor = oracle.noise_floor(n_repeats=4, seed=1)
+    assert floor["n_noop"] == 8 and floor["n_regroup"] == 4
+    assert floor["max"] < 1e-13 * oracle.base_loss
+    assert floor["relative_max"] < 1e-13 and "float32_allowed" not in floor
+
+
+def test_float32_oracle_agrees_with_float64(model, batches, oracle):
+    o32 = RemovalOracle(model, batches, dtype=torch.float32)
+    items = oracle.random_items(10, seed=7) + [("classifier.weight", 3), ("bert.pooler.dense.bias", 9)]
+    d64, d32 = oracle.delta(items), o32.delta(items)
+    assert np.all(np.abs(d32 - d64) <= 1e-5 * oracle.base_loss + 1e-2 * np.abs(d64))
+    floor = o32.noise_floor(n_repeats=2, pilot=6, reference=oracle)
+    assert floor["pilot_max_abs_diff"] < 1e-5 * oracle.base_loss
+    assert isinstance(floor["float32_allowed"], bool) and floor["pilot_median_abs_delta"] > 0
+
+
+def test_three_classes():
+    m = perturbed_tiny(num_labels=3, seed=2)
+    b = make_batches(num_labels=3, seed=2)
+    o = RemovalOracle(m, b)
+    items = o.random_items(8, seed=2) + [("classifier.weight", 200), ("classifier.bias", 2),
+                                         ("bert.pooler.dense.weight", 77),
+                                         ("bert.embeddings.token_type_embeddings.weight", 130)]
+    fast = o.delta(items)
+    for (name, idx), f in zip(items, fast):
+        assert abs(f - naive_delta(m, b, name, idx)) <= 1e-12 * o.base_loss, name
+
+
+def test_callers_model_unchanged(batches):
+    m = perturbed_tiny().train()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    o = RemovalOracle(m, batches)
+    o.delta(o.random_items(4) + [("classifier.bias", 0)])
+    o.joint_delta(o.random_items(3))
+    naive_delta(m, batches, "classifier.bias", 0)
+    assert m.training and next(m.parameters()).dtype == torch.float32
+    after = m.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_bad_inputs(oracle, model, batches):
+    with pytest.raises(ConfigError, match="not in the model"):
+        oracle.delta([("bert.nothing.weight", 0)])
+    with pytest.raises(ConfigError, match="out of range"):
+        oracle.delta([("classifier.bias", 2)])
+    left = {k: v.clone() for k, v in batches[0].items()}
+    left["attention_mask"][1] = left["attention_mask"][1].flip(0)
+    if bool(left["attention_mask"][1].all()):
+        left["attention_mask"][1, 0] = 0
+    with pytest.raises(DataError, match="right padding"):
+        RemovalOracle(model, [left])
+
+
+def test_key_bias_restart_is_a_no_op_up_to_rounding(oracle):
+    """The oracle short-cuts key-bias entries to 0; the restart path itself agrees (softmax shift invariance)."""
+    from mft_engine.scoring.bert_layers import Change, restart_layer
+
+    c = oracle.cache.layers[0]
+    d = -float(oracle.weights.layers[0].k_b[5])
+    y = restart_layer(oracle.weights, 0, c, oracle.packed, [Change("key", False, 5, -1, d)])
+    assert d != 0 and torch.allclose(y[0], c.y, rtol=0, atol=1e-13)
