@@ -1,10 +1,11 @@
 """`mft bench hvp`: Gauss-Newton-vector products, many vectors per pass against one at a time.
 
 The pinned formulation is `gnvp` looped over the vectors (per batch: jvp of the logits, H_z, vjp, for each
-vector). `batched_gnvp` shares each batch's forward and pullback among all vectors and vmaps the tangents.
-Both compute G v over every parameter of the model on the first `samples` training sentences in fp32,
-eval mode; the gradient over the same sentences is timed for scale, and the results of the two are
-compared (`max_rel_diff`).
+vector). `batched_gnvp` as "auto" picks it (`batched_*`: the per-example factor form for 8 vectors), and
+its "vmap" form (each batch's forward and pullback shared, the tangents vmapped) is timed beside it
+(`vmap_*`). All compute G v over every parameter of the model on the first `samples` training sentences
+in fp32, eval mode; the gradient over the same sentences is timed for scale, and every batched result is
+compared with the loop's (`max_rel_diff`, `vmap_max_rel_diff`).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import torch
 
 from ..data import fixed_batches, load_task, select_samples, tokenize_split
 from ..models import load_model
-from ..scoring.hvp import batched_gnvp, flatten, gnvp, random_like
+from ..scoring.hvp import auto_gnvp_method, batched_gnvp, flatten, gnvp, random_like
 from ..scoring.objective import eval_objective
 
 
@@ -53,6 +54,7 @@ def run(model: str = "minilm", samples: int = 32, vectors: int = 8, repeats: int
     params = objective.params()
     gen = torch.Generator().manual_seed(0)
     vs = [random_like(params, gen) for _ in range(vectors)]
+    method = auto_gnvp_method(objective, vectors)
 
     def timed(fns: dict[str, Callable[[], Any]], phase: str) -> tuple[dict[str, float], dict[str, Any]]:
         # The formulations alternate within each repeat, so a load change on a shared machine hits all.
@@ -72,10 +74,13 @@ def run(model: str = "minilm", samples: int = 32, vectors: int = 8, repeats: int
     with torch.enable_grad():
         t_grad = timed({"gradient": objective.gradient}, "gradient")[0]["gradient"]
         t, res = timed({"loop": lambda: [gnvp(objective, v) for v in vs],
-                        "batched": lambda: batched_gnvp(objective, vs)}, "gnvp loop / batched")
-    t_loop, t_batched, loop, batched = t["loop"], t["batched"], res["loop"], res["batched"]
-    diff = max(float((flatten(a) - flatten(b)).norm() / flatten(a).norm().clamp_min(1e-30))
-               for a, b in zip(loop, batched))
+                        "batched": lambda: batched_gnvp(objective, vs, method=method),
+                        "vmap": lambda: batched_gnvp(objective, vs, method="vmap")}, "gnvp loop / batched")
+    t_loop, t_batched, loop = t["loop"], t["batched"], res["loop"]
+
+    def max_rel_diff(other: list) -> float:
+        return max(float((flatten(a) - flatten(b)).norm() / flatten(a).norm().clamp_min(1e-30))
+                   for a, b in zip(loop, other))
     return {
         "model": model, "task": task, "samples": objective.n,
         "real_tokens": int(sum(int(b["attention_mask"].sum()) for b in batches)),
@@ -85,8 +90,9 @@ def run(model: str = "minilm", samples: int = 32, vectors: int = 8, repeats: int
         "gradient_s": t_grad,
         "loop_s": t_loop, "batched_s": t_batched,
         "loop_per_vector_s": t_loop / vectors, "batched_per_vector_s": t_batched / vectors,
-        "speedup": t_loop / t_batched,
+        "speedup": t_loop / t_batched, "batched_method": method,
         "gradients_per_batched_vector": t_batched / vectors / t_grad,
-        "max_rel_diff": diff,
+        "vmap_per_vector_s": t["vmap"] / vectors, "vmap_speedup": t_loop / t["vmap"],
+        "max_rel_diff": max_rel_diff(res["batched"]), "vmap_max_rel_diff": max_rel_diff(res["vmap"]),
         "threads": torch.get_num_threads(), "machine": machine_info(),
     }

@@ -103,15 +103,16 @@ def fit_inverse(name: str, objective: Objective, rhs: Params, *, damping: float 
     - "cg": conjugate gradient to relative residual `tol` or `max_iter` products;
     - "lissa": `lissa_repetitions` × `lissa_depth` steps; with several batches each step's product uses
       one batch (each repetition cycles through them in its own seeded order), the repetitions are
-      averaged (depth × repetitions × batch size should cover the training set); `lissa_scale` defaults to 2 × a
-      20-step power-iteration estimate of C's largest eigenvalue + λ;
+      averaged (depth × repetitions × batch size should cover the training set); `lissa_scale`
+      defaults to 2 × (a 20-step power-iteration estimate of C's largest eigenvalue + λ);
     - "cg-block": CG per parameter tensor on its diagonal block C_BB (the couplings dropped).
     `rhs` is keyed by objective.names, shaped like the parameters; it is cast to their dtype.
     `mean_diagonal`: the mean of diag(G) when the caller has it already (a damping sweep fits the same G
-    several times), else computed here. `progress(step, relative residual)` runs after each solver step. With `fits_dir`, writes
-    fits_dir/name/{solution.safetensors, fit.json} atomically (replacing an older fit of that name).
+    several times), else computed here. `progress(step, relative residual)` runs after each solver step.
+    With `fits_dir`, writes fits_dir/name/{solution.safetensors, fit.json} atomically (replacing an older
+    fit of that name).
 
-    Cost: one gauss_newton_diagonal, the solver's products (one curvature product ≈ 5 forward passes over
+    Cost: one gauss_newton_diagonal (none when `mean_diagonal` is given), the solver's products (one curvature product ≈ 5 forward passes over
     the Objective's batches each), one more product for `true_residual`. Memory: about six vectors of
     the chosen parameters plus one batch's activations.
     """

@@ -74,6 +74,11 @@ def test_refit_replaces_the_old_fit_atomically(objective, rhs, tmp_path):
     assert back.damping == 2.0 and torch.equal(flatten(back.solution), flatten(second.solution))
 
 
+def test_a_given_mean_diagonal_sets_the_default_damping(objective, rhs):
+    fit = fit_inverse("given", objective, rhs, mean_diagonal=2.5, max_iter=3)
+    assert fit.mean_diagonal == 2.5 and fit.damping == pytest.approx(2.5e-3)
+
+
 @pytest.mark.parametrize("damping", [0.0, -1e-3])
 def test_non_positive_damping_is_a_config_error(objective, rhs, damping):
     with pytest.raises(ConfigError, match=r"damping .* must be > 0"):

@@ -9,6 +9,7 @@ import torch
 from mft_engine.errors import ConfigError
 from mft_engine.models import load_model
 from mft_engine.scoring.hvp import (
+    auto_gnvp_method,
     batched_gnvp,
     batched_hvp,
     default_damping,
@@ -126,13 +127,35 @@ def test_block_restriction_is_the_diagonal_block(block):
 def test_batched_products_equal_loops(block):
     obj, _, _ = block
     vs = [vector(obj, s) for s in range(10, 14)]
-    for batched, single in ((batched_gnvp, gnvp), (batched_hvp, hvp)):
+    loops = {"gn": [flat(obj, gnvp(obj, v)) for v in vs], "h": [flat(obj, hvp(obj, v)) for v in vs]}
+    runs = [("gn", lambda c: batched_gnvp(obj, vs, chunk_size=c, method="vmap")),
+            ("gn", lambda c: batched_gnvp(obj, vs, method="factors")),
+            ("gn", lambda c: batched_gnvp(obj, vs)),
+            ("h", lambda c: batched_hvp(obj, vs, chunk_size=c))]
+    for kind, run in runs:
         for chunk in (None, 3):
-            got = batched(obj, vs, chunk_size=chunk)
-            assert len(got) == len(vs)
-            for g, v in zip(got, vs):
-                assert torch.allclose(flat(obj, g), flat(obj, single(obj, v)), rtol=1e-10, atol=1e-13)
+            got = run(chunk)
+            assert len(got) == len(vs) and all(list(g) == obj.names for g in got)
+            for g, ref in zip(got, loops[kind]):
+                assert torch.allclose(flat(obj, g), ref, rtol=1e-10, atol=1e-13)
     assert batched_gnvp(obj, []) == []
+    assert auto_gnvp_method(obj, 1) == "vmap" and auto_gnvp_method(obj, 2) == "factors"
+    with pytest.raises(ConfigError, match="method"):
+        batched_gnvp(obj, vs, method="dense")
+
+
+def test_factor_products_in_small_blocks_and_three_classes(monkeypatch):
+    import mft_engine.scoring.hvp as hvp_module
+
+    obj = tiny_objective(["classifier.weight", "bert.encoder.layer.0.output.dense.bias"], num_labels=3, seed=2)
+    vs = [vector(obj, s) for s in range(20, 26)]
+    # Blocks of 4 factors: 9 examples × 3 classes = 27 factors, so 7 blocks, the last one partial.
+    row_bytes = sum(v.numel() for v in vs[0].values()) * 8
+    monkeypatch.setattr(hvp_module, "FACTOR_BLOCK_BYTES", 4 * row_bytes)
+    got = batched_gnvp(obj, vs, method="factors")
+    G = explicit_gauss_newton(obj)
+    for g, v in zip(got, vs):
+        assert torch.allclose(flat(obj, g), G @ flat(obj, v), rtol=1e-9, atol=1e-12)
 
 
 def test_gauss_newton_diagonal_is_exact_for_two_classes(block):
@@ -194,5 +217,6 @@ def test_bench_hvp_cli_prints_one_json_object(capsys):
     for key in ("loop_per_vector_s", "batched_per_vector_s", "speedup", "gradient_s", "parameters", "machine"):
         assert key in data, key
     assert data["speedup"] == pytest.approx(data["loop_per_vector_s"] / data["batched_per_vector_s"])
-    assert data["max_rel_diff"] < 1e-4
+    assert data["max_rel_diff"] < 1e-4 and data["vmap_max_rel_diff"] < 1e-4
+    assert data["batched_method"] == "factors" and "vmap_speedup" in data
     assert main(["bench", "hvp", "--vectors", "0"]) == 2

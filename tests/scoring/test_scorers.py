@@ -55,7 +55,8 @@ def setup():
 def _inputs(setup, **kw) -> ScoringInputs:
     model, batches, state = setup
     args = {"model": model, "names": list(NAMES), "state": state, "lr": 2e-5,
-            "score": Objective(model, batches, list(NAMES))}
+            "score": Objective(model, batches, list(NAMES)), "train": Objective(model, batches[:1], list(NAMES)),
+            "options": {"cg_tol": 1e-10, "cg_max_iter": 400}}
     args.update(kw)
     return ScoringInputs(**args)
 
@@ -371,3 +372,25 @@ def test_obs_blocks_against_explicit_inverse(setup):
         scorer.score(_inputs(setup, names=names, options={"obs_samples": 40}))
     with pytest.raises(ConfigError, match="obs_samples=69"):
         scorer.score(_inputs(setup, names=names, options={"obs_samples": 69}))
+
+
+def test_influence_against_an_explicit_solve(setup):
+    """−s ⊙ θ with s = (G + λI)⁻¹ ∇L_score, G the explicit training Gauss-Newton matrix of a small block."""
+    from mft_engine.scoring.hvp import explicit_gauss_newton
+    from mft_engine.scoring.influence import influence_scores
+
+    model, batches, state = setup
+    block = ["classifier.weight", "classifier.bias", "bert.pooler.dense.bias"]
+    train = Objective(model, batches[:1], block)
+    inputs = ScoringInputs(model=model, names=block, state=state, train=train, score=Objective(model, batches, block),
+                           damping=1e-3, options={"cg_tol": 1e-12, "cg_max_iter": 500})
+    scores, fit = influence_scores(inputs)
+    G = explicit_gauss_newton(train)
+    g = torch.cat([torch.autograd.grad(_explicit_loss(model, batches, {n: p for n, p in model.named_parameters()}),
+                                       [dict(model.named_parameters())[n]])[0].reshape(-1) for n in block]).double()
+    s = torch.linalg.solve(G.double() + 1e-3 * torch.eye(G.shape[0], dtype=torch.float64), g)
+    theta = torch.cat([dict(model.named_parameters())[n].detach().reshape(-1) for n in block]).double()
+    got = torch.cat([scores[n].reshape(-1) for n in block])
+    torch.testing.assert_close(got, -s * theta, rtol=1e-6, atol=1e-12)
+    assert fit.damping == 1e-3 and fit.residuals[-1] <= 1e-10
+    assert get_scorer("influence").signed
