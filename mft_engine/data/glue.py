@@ -1,5 +1,8 @@
 """Read GLUE tasks from folders in the original layout (`SST-2/train.tsv`, `MRPC/dev.tsv`, ...).
 
+Table tasks (a TaskSpec with `file_suffixes`, e.g. IMDB's `IMDB/train.csv` or `IMDB/test.jsonl`) are
+found the same way and read as quoted CSV / JSON lines by `mft_engine.data.local.read_task_table`.
+
 The files are tab-separated with no quoting: quotes are ordinary characters inside sentences (MRPC,
 SST-2 and QQP all have unbalanced `"`), so `csv.QUOTE_NONE` is the only safe reading. MRPC's header
 starts with a UTF-8 BOM (hence `utf-8-sig`), CoLA has no header, SST-2 sentences end in a space.
@@ -14,6 +17,7 @@ from pathlib import Path
 from typing import Iterable
 
 from mft_engine.errors import DataError, DataNotFoundError
+from mft_engine.data.local import read_task_table
 from mft_engine.data.tasks import TaskData, TaskSpec, get_task, task_names
 
 
@@ -95,7 +99,8 @@ def _parse(reader, spec: TaskSpec, split: str, source: str) -> TaskData:
 
 
 def read_glue_file(path: str | Path, task: str | TaskSpec, split: str = "train") -> TaskData:
-    """Read one GLUE TSV file of `task` (e.g. `.../MRPC/dev.tsv`) into a TaskData.
+    """Read one GLUE TSV file of `task` (e.g. `.../MRPC/dev.tsv`) into a TaskData; a table task's
+    CSV/JSONL file (`.../IMDB/test.csv`) is read by `read_task_table`.
 
     Raises DataNotFoundError naming the path when it is not a file; parse errors as parse_glue_rows.
     """
@@ -104,6 +109,8 @@ def read_glue_file(path: str | Path, task: str | TaskSpec, split: str = "train")
     path = Path(path)
     if not path.is_file():
         raise DataNotFoundError(f"{path} does not exist; expected the {split} file of {spec.name}.")
+    if spec.file_suffixes:
+        return read_task_table(path, spec, split)
     # newline="" lets csv see "\r\n" endings itself, so Windows-edited files read the same.
     with open(path, encoding="utf-8-sig", newline="") as f:
         return parse_glue_rows(f, spec, split, str(path))
@@ -135,7 +142,7 @@ def find_task_dir(data_dir: str | Path, task: str | TaskSpec) -> Path | None:
     other = {_key(n) for n in task_names()} | {_key(get_task(n).glue_dir) for n in task_names()}
     if _key(root.name) in other and _key(root.name) not in wanted:
         return None
-    if any((root / f).is_file() for f in spec.files.values()):
+    if any((root / f).is_file() for s in spec.files for f in spec.split_files(s)):
         return root
     return None
 
@@ -143,6 +150,7 @@ def find_task_dir(data_dir: str | Path, task: str | TaskSpec) -> Path | None:
 def read_glue_split(data_dir: str | Path, task: str | TaskSpec, split: str = "train") -> TaskData:
     """Read `split` of `task` from a GLUE root or task folder (see find_task_dir).
 
+    A table task's split is the first of its files that exists (`test.csv`, then `test.jsonl`).
     Cost: one pass over the file. Raises DataNotFoundError naming the path that is missing (the
     folder, or the split's file inside the task folder); DataError for malformed content.
     """
@@ -152,8 +160,20 @@ def read_glue_split(data_dir: str | Path, task: str | TaskSpec, split: str = "tr
     if not root.is_dir():
         raise DataNotFoundError(f"data directory {root} does not exist; expected a GLUE folder.")
     task_dir = find_task_dir(root, spec)
+    names = spec.split_files(split)
     if task_dir is None:
+        if spec.file_suffixes:
+            raise DataNotFoundError(
+                f"{root} has no {spec.glue_dir} folder; expected {spec.folder_layout(split)}."
+            )
         raise DataNotFoundError(
             f"{root} has no {spec.glue_dir} folder; expected {root / spec.glue_dir / spec.files[split]}."
         )
-    return read_glue_file(task_dir / spec.files[split], spec, split)
+    path = next((task_dir / n for n in names if (task_dir / n).is_file()), task_dir / names[0])
+    if spec.file_suffixes and not path.is_file():
+        note = f" ({spec.data_note})" if spec.data_note else ""
+        raise DataNotFoundError(
+            f"{task_dir} has no {' or '.join(names)} for the {split} split of {spec.name}{note}; "
+            f"expected {spec.folder_layout(split)}."
+        )
+    return read_glue_file(path, spec, split)

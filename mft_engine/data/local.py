@@ -213,6 +213,27 @@ def load_local(
     )
 
 
+def read_task_table(path: str | Path, spec: TaskSpec, split: str) -> TaskData:
+    """Read one split of a registered table task (`spec.file_suffixes`, e.g. IMDB's `test.csv`).
+
+    The file is read as `load_local` reads it (quoted CSV, unquoted TSV or JSON lines, by suffix) with
+    the task's own columns and label strings, so labels 0/1 (or "0", "1", 1.0) become class ids by
+    their position in `spec.labels`; the result carries `spec` itself. Raises as `load_local`.
+    """
+    data = load_local(
+        path,
+        text_column=spec.text_columns[0],
+        text_pair_column=spec.text_columns[1] if spec.is_pair else None,
+        label_column=spec.label_column,
+        labels=spec.labels,
+        regression=spec.is_regression,
+        split=split,
+        name=spec.name,
+    )
+    data.task, data.split = spec, split
+    return data
+
+
 _SPLIT_STEMS = {"train": ("train",), "validation": ("dev", "validation", "val", "valid")}
 
 

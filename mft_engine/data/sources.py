@@ -1,8 +1,9 @@
 """Where a task's data comes from: `load_task` and its precedence of sources.
 
 Precedence: an explicit `data_dir` > the `MFT_DATA_DIR` environment variable > the copy of SST-2
-embedded in the package > the Hugging Face Hub (`nyu-mll/glue`, only when `datasets` is installed,
-the Hub is not switched off and answers quickly) > DataNotFoundError naming these options.
+embedded in the package > the Hugging Face Hub (`nyu-mll/glue`, or the task's own `hub_dataset` such
+as `stanfordnlp/imdb`; only when `datasets` is installed, the Hub is not switched off and answers
+quickly) > DataNotFoundError naming these options.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from urllib.parse import urlparse
 from mft_engine.errors import ConfigError, DataError, DataNotFoundError
 from mft_engine.data.glue import find_task_dir, parse_glue_rows, read_glue_split
 from mft_engine.data.local import load_local_split
-from mft_engine.data.tasks import TaskData, TaskSpec, get_task, task_names
+from mft_engine.data.tasks import GLUE_HUB_DATASET, TaskData, TaskSpec, get_task, task_names
 
 ENV_DATA_DIR = "MFT_DATA_DIR"
-HUB_DATASET = "nyu-mll/glue"
+HUB_DATASET = GLUE_HUB_DATASET
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 #: task name → split → file in bundled/ (xz-compressed copies of the original GLUE files).
 EMBEDDED = {"sst2": {"train": "sst2_train.tsv.xz", "validation": "sst2_dev.tsv.xz"}}
@@ -36,7 +37,7 @@ def load_task(task: str | TaskSpec, split: str = "train", data_dir: str | Path |
     lacks the task) > `$MFT_DATA_DIR` (same forms; a root without this task's folder falls through,
     a task folder missing the split's file is an error) > the embedded SST-2 > the Hub > error.
     `split` is "train", "validation" (aliases "dev", "val"), or for MNLI also "validation_matched" /
-    "validation_mismatched"; MNLI's "validation" is the matched one.
+    "validation_mismatched"; MNLI's "validation" is the matched one, IMDB's is its test split.
 
     Cost: one pass over the file (the embedded SST-2 train decompresses ~3.5 MB in well under a
     second). Raises ConfigError for an unknown task or split, DataNotFoundError when no source has the
@@ -63,10 +64,11 @@ def load_task(task: str | TaskSpec, split: str = "train", data_dir: str | Path |
         return load_from_hub(spec, split)
 
     env_note = f" ({ENV_DATA_DIR}={env_dir} has no {spec.glue_dir} folder)" if env_dir else ""
+    data_note = f"; {spec.data_note}" if spec.data_note else ""
     raise DataNotFoundError(
-        f"no data for {spec.name} {split}{env_note}: pass --data-dir DIR (a GLUE folder holding "
-        f"{spec.glue_dir}/{spec.files[split]}), set {ENV_DATA_DIR}=DIR, or use the Hugging Face Hub "
-        f"({HUB_DATASET}), which is unavailable: {hub_reason}."
+        f"no data for {spec.name} {split}{env_note}: pass --data-dir DIR ({spec.folder_layout(split)}), "
+        f"set {ENV_DATA_DIR}=DIR, or use the Hugging Face Hub ({spec.hub_dataset}), which is unavailable: "
+        f"{hub_reason}{data_note}."
     )
 
 
@@ -118,12 +120,13 @@ def _hub_reachable(timeout: float) -> bool:
 
 
 def load_from_hub(task: str | TaskSpec, split: str = "train") -> TaskData:
-    """Load a split from the Hub's `nyu-mll/glue` via `datasets.load_dataset` (downloads; cached by datasets).
+    """Load a split from the Hub via `datasets.load_dataset` (downloads; cached by datasets): the task's
+    `hub_dataset`, `nyu-mll/glue` for GLUE tasks, `stanfordnlp/imdb` for IMDB.
 
-    Maps our names to the Hub's: the config (`sst2`, `mnli`, ...), the split (MNLI "validation" →
-    "validation_matched") and the columns (MNLI premise/hypothesis, MRPC sentence1/sentence2); label
-    ids are kept, since TaskSpec.labels follow the Hub's ClassLabel order. Raises DataError on a split
-    without labels (the Hub's test splits carry -1).
+    Maps our names to the Hub's: the config (`sst2`, `mnli`, ..., IMDB's `plain_text`), the split (MNLI
+    "validation" → "validation_matched", IMDB "validation" → "test") and the columns (MNLI
+    premise/hypothesis, MRPC sentence1/sentence2); label ids are kept, since TaskSpec.labels follow
+    the Hub's ClassLabel order. Raises DataError on a split without labels (GLUE's test splits carry -1).
     """
     spec = get_task(task)
     split = spec.canonical_split(split)
@@ -131,8 +134,8 @@ def load_from_hub(task: str | TaskSpec, split: str = "train") -> TaskData:
         raise DataNotFoundError(f"task {spec.name} has no Hub configuration; pass --data-dir.")
     datasets = importlib.import_module("datasets")
     hub_split = spec.hub_split(split)
-    ds = datasets.load_dataset(HUB_DATASET, spec.hub_config, split=hub_split)
-    source = f"hub:{HUB_DATASET}/{spec.hub_config}/{hub_split}"
+    ds = datasets.load_dataset(spec.hub_dataset, spec.hub_config, split=hub_split)
+    source = f"hub:{spec.hub_dataset}/{spec.hub_config}/{hub_split}"
     cols = spec.hub_text_columns or spec.text_columns
     texts = [str(t).strip() for t in ds[cols[0]]]
     pairs = [str(t).strip() for t in ds[cols[1]]] if len(cols) == 2 else None

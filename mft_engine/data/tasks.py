@@ -1,8 +1,9 @@
-"""The task registry: what each GLUE task's files look like and how it is scored.
+"""The task registry: what each task's files look like and how it is scored.
 
-One `TaskSpec` per task holds everything a reader needs to turn the original GLUE folder (or the Hub
-copy) into texts and labels: the folder and file names, which columns hold the text(s) and the label,
-the label vocabulary (or regression), and the metric names. Adding a task is one `TaskSpec` plus one
+One `TaskSpec` per task holds everything a reader needs to turn the original folder (or the Hub copy)
+into texts and labels: the folder and file names, which columns hold the text(s) and the label, the
+label vocabulary (or regression), and the metric names. The nine GLUE tasks keep GLUE's TSV files;
+IMDB is kept as CSV or JSON lines (see `file_suffixes`). Adding a task is one `TaskSpec` plus one
 `register_task` call.
 """
 
@@ -29,6 +30,12 @@ SPLIT_ALIASES = {
 
 KNOWN_METRICS = ("accuracy", "f1", "mcc", "pearson", "spearman")
 
+#: Suffixes a table task (`TaskSpec.file_suffixes`) may use: quoted CSV, unquoted TSV, JSON lines.
+TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl")
+
+#: The Hub dataset holding the GLUE tasks (a TaskSpec's default `hub_dataset`).
+GLUE_HUB_DATASET = "nyu-mll/glue"
+
 
 @dataclass(frozen=True)
 class TaskSpec:
@@ -37,6 +44,12 @@ class TaskSpec:
     `labels` lists the label strings exactly as they appear in the files; a label's position in that
     tuple is its class id (chosen to agree with the Hub's ClassLabel ids). `labels=None` means
     regression (float targets, MSE loss).
+
+    `file_suffixes` empty (GLUE): `files` names each split's TSV, read with GLUE's unquoted parser.
+    Non-empty: `files` names each split's file stem, tried with each suffix in turn (`.csv` quoted CSV
+    with a header, `.jsonl` one JSON object per line), with columns `text_columns` and `label_column`.
+    `hub_dataset`/`hub_config`/`hub_splits` say where the Hub keeps the task. `data_note` is one
+    clause added to "no data" errors (IMDB: its test split serves as validation).
     """
 
     name: str
@@ -53,6 +66,9 @@ class TaskSpec:
     hub_config: str | None = None
     hub_text_columns: tuple[str, ...] | None = None
     hub_splits: Mapping[str, str] = field(default_factory=dict)
+    hub_dataset: str = GLUE_HUB_DATASET
+    file_suffixes: tuple[str, ...] = ()
+    data_note: str = ""
 
     def __post_init__(self) -> None:
         # Frozen dataclass: normalise containers via object.__setattr__ so specs stay hashable-ish
@@ -60,6 +76,7 @@ class TaskSpec:
         object.__setattr__(self, "files", MappingProxyType(dict(self.files)))
         object.__setattr__(self, "hub_splits", MappingProxyType(dict(self.hub_splits)))
         object.__setattr__(self, "text_columns", tuple(self.text_columns))
+        object.__setattr__(self, "file_suffixes", tuple(self.file_suffixes))
         if self.labels is not None:
             object.__setattr__(self, "labels", tuple(self.labels))
         if not re.fullmatch(r"[a-z][a-z0-9_]*", self.name):
@@ -91,6 +108,11 @@ class TaskSpec:
                 raise ConfigError(
                     f"header-less task {self.name!r} needs `columns` naming {needed!r} among them."
                 )
+        bad_suffixes = [x for x in self.file_suffixes if x not in TABLE_SUFFIXES]
+        if bad_suffixes:
+            raise ConfigError(
+                f"task {self.name!r} file_suffixes {bad_suffixes!r} must be among {TABLE_SUFFIXES}."
+            )
         if self.hub_text_columns is not None and len(self.hub_text_columns) != len(self.text_columns):
             raise ConfigError(f"task {self.name!r} hub_text_columns must match text_columns in number.")
 
@@ -138,9 +160,28 @@ class TaskSpec:
         return key
 
     def hub_split(self, split: str) -> str:
-        """The Hub (`nyu-mll/glue`) split name for one of our split names."""
+        """The Hub split name (in `hub_dataset`) for one of our split names."""
         split = self.canonical_split(split)
         return self.hub_splits.get(split, split)
+
+    def split_files(self, split: str) -> tuple[str, ...]:
+        """File names that may hold `split` inside the task folder, in the order they are tried."""
+        name = self.files[self.canonical_split(split)]
+        return tuple(name + s for s in self.file_suffixes) if self.file_suffixes else (name,)
+
+    def folder_layout(self, split: str) -> str:
+        """What a local folder must hold for `split`, in words, for error messages.
+
+        GLUE: "a GLUE folder holding SST-2/train.tsv". Table tasks name every split's file in each
+        format and the columns: "a folder IMDB/ holding train.csv and test.csv, or train.jsonl and
+        test.jsonl, with columns text,label".
+        """
+        if not self.file_suffixes:
+            return f"a GLUE folder holding {self.glue_dir}/{self.files[self.canonical_split(split)]}"
+        stems = list(dict.fromkeys(self.files.values()))
+        forms = ", or ".join(" and ".join(stem + sfx for stem in stems) for sfx in self.file_suffixes)
+        columns = ",".join((*self.text_columns, self.label_column))
+        return f"a folder {self.glue_dir}/ holding {forms}, with columns {columns}"
 
     def label_map(self) -> dict[str, int]:
         """Label string → class id (empty for regression)."""
@@ -158,7 +199,8 @@ class TaskData:
     `labels` are class ids (int) or float scores for regression. `row_ids[i]` is the 0-based number
     of example i among the data rows of its file (header and blank lines not counted), so a reported
     example can be found in the source. `source` says where the rows came from ("embedded", a file
-    path, or "hub:nyu-mll/glue/<config>/<split>").
+    path, or "hub:<dataset>/<config>/<split>" with the Hub's split name, e.g.
+    "hub:nyu-mll/glue/sst2/validation" or "hub:stanfordnlp/imdb/plain_text/test").
     """
 
     task: TaskSpec
@@ -322,3 +364,18 @@ _glue(
     "wnli", "WNLI",
     text_columns=("sentence1", "sentence2"), label_column="label", labels=_BINARY, metrics=("accuracy",),
 )
+
+# IMDB (Maas et al., 2011): 25,000 train and 25,000 test movie reviews, label 0 = negative, 1 = positive.
+# It has no validation split, so our "validation" split is IMDB's test split, both on the Hub
+# (`stanfordnlp/imdb`, config `plain_text`, split "test") and in a local folder (`test.csv`/`test.jsonl`).
+# No copy is embedded: the data comes from --data-dir / MFT_DATA_DIR (a folder `IMDB/`, or the folder
+# itself, holding train.csv and test.csv, or train.jsonl and test.jsonl, with columns text,label) or
+# from the Hub.
+register_task(TaskSpec(
+    name="imdb", glue_dir="IMDB", files={"train": "train", "validation": "test"},
+    file_suffixes=(".csv", ".jsonl"),
+    text_columns=("text",), label_column="label", labels=_BINARY,
+    label_names=("negative", "positive"), metrics=("accuracy", "f1", "mcc"),
+    hub_dataset="stanfordnlp/imdb", hub_config="plain_text", hub_splits={"validation": "test"},
+    data_note="IMDB has no validation split, so its test split serves as validation",
+))
