@@ -73,13 +73,25 @@ def _mib(b: float | None) -> float | None:
     return None if b is None else b / 2**20
 
 
+def method_label(method: str, config: dict[str, Any]) -> str:
+    """The method with the settings that tell its runs apart in one table (LoRA: placement and rank;
+    freeze: layers; learned-mask: keep ratio), e.g. "lora (full, r=8)"."""
+    if method in ("lora", "lora8", "qlora"):
+        return f"{method} ({config.get('lora_placement')}, r={config.get('lora_rank')})"
+    if method == "freeze":
+        return f"freeze ({config.get('freeze_layers')} layers)"
+    if method == "learned-mask":
+        return f"learned-mask (keep {config.get('keep_ratio')})"
+    return method
+
+
 def method_row(run_dir: Path, rec: dict[str, Any], metric_names: Sequence[str]) -> dict[str, Any]:
     """One row of the methods table from a finetune record (None where the run has no such metric)."""
     c = rec["config"]
     notes = rec.get("method_notes") or {}
     row: dict[str, Any] = {
         "run": run_dir.name,
-        "method": rec["method"],
+        "method": method_label(rec["method"], c),
         "task": rec.get("task"),
         "model": (rec.get("model") or {}).get("source"),
         "trainable_params": rec["trainable_params"],

@@ -42,7 +42,7 @@ def test_methods_table(two_runs, tmp_path, capsys):
         assert (folder / name).is_file(), name
     recs = [json.loads((d / "results.json").read_text()) for d in two_runs]
     rows = list(csv.DictReader((folder / "methods.csv").open()))
-    assert [r["method"] for r in rows] == ["bitfit", "lora"]
+    assert [r["method"] for r in rows] == ["bitfit", "lora (attn-qkv, r=2)"]  # LoRA runs told apart by placement, rank
     for row, rec in zip(rows, recs):
         assert int(row["trainable_params"]) == rec["trainable_params"]
         assert float(row["trainable_share"]) == pytest.approx(rec["trainable_share"])
@@ -56,7 +56,7 @@ def test_methods_table(two_runs, tmp_path, capsys):
     md = (folder / "methods.md").read_text().splitlines()
     assert md[0].startswith("| method | trainable params | share |") and "accuracy (eval. half)" in md[0]
     assert "accuracy (whole)" in md[0] and md[1].startswith("|---|---:|")
-    assert md[2].startswith("| bitfit | 3,074 |") and md[3].startswith("| lora |") and len(md) == 4
+    assert md[2].startswith("| bitfit | 3,074 |") and md[3].startswith("| lora (attn-qkv, r=2) |") and len(md) == 4
     rec = json.loads((folder / "results.json").read_text())
     assert rec["kind"] == "compare" and rec["plot_metric"] == "accuracy" and len(rec["rows"]) == 2
 
