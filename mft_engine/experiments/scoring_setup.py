@@ -94,17 +94,9 @@ class ScoringConfig:
 
     def scorer_names(self) -> list[str]:
         from ..scoring.base import scorer_names
+        from .trials import parse_names
 
-        known = scorer_names()
-        items = [s.strip() for s in self.scorers.split(",") if s.strip()]
-        if items == ["all"]:
-            return list(known)
-        if not items:
-            raise ConfigError(f"--scorers is empty; expected all or some of {', '.join(known)}")
-        bad = [s for s in items if s not in known]
-        if bad:
-            raise ConfigError(f"--scorers {bad[0]!r} is not one of {', '.join(known)}")
-        return list(dict.fromkeys(items))
+        return parse_names("--scorers", self.scorers, scorer_names())
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
