@@ -21,6 +21,7 @@ from .scoring import Objective, Scorer, ScoringInputs, get_scorer, register_scor
 from .scoring.fit import fit_inverse, load_fit  # noqa: E402
 from .scoring.ground_truth import RemovalOracle  # noqa: E402
 from .scoring.hvp import batched_gnvp, gauss_newton_diagonal, gnvp, hvp  # noqa: E402
+from .scoring.lowrank import LowRankGN, gauss_newton_lowrank, lowrank_solve  # noqa: E402
 from .scoring.solvers import SolverError, conjugate_gradient, lissa  # noqa: E402
 from .train import FinetuneConfig, finetune  # noqa: E402
 from .train.sweep import SweepConfig, finetune_seeds, sweep  # noqa: E402
@@ -33,4 +34,5 @@ __all__ = [
     "InfluenceConfig", "Objective", "RemovalOracle", "Scorer", "ScoringInputs", "SolverError", "ValidateConfig",
     "batched_gnvp", "conjugate_gradient", "fit_inverse", "gauss_newton_diagonal", "get_scorer", "gnvp", "hvp", "lissa",
     "load_fit", "register_scorer", "removal_sweep", "scorer_names", "validate_scorers",
+    "LowRankGN", "gauss_newton_lowrank", "lowrank_solve",
 ]

@@ -5,6 +5,7 @@ Bad input (any MftError) prints one line `mft: error: ...` and exits 2, with no 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -428,6 +429,39 @@ def bench_hvp(
         raise ConfigError(f"--samples {samples}, --vectors {vectors} and --repeats {repeats} must be at least 1")
     with RichProgress(quiet or json_out) as progress:
         data = bh.run(model, samples, vectors, repeats, progress=progress)
+    _print_bench(data, json_out)
+
+
+@bench_app.command("cg")
+def bench_cg(
+    model: str = typer.Option("minilm", help=_h("model")),
+    task: str = typer.Option("sst2", help=_h("task")),
+    data_dir: Optional[str] = typer.Option(None, help=_h("data_dir")),
+    samples: int = typer.Option(1000, help="training sentences N of the Gauss-Newton matrix (first N rows)"),
+    solvers: str = typer.Option("cg,pcg", help="comma-separated: cg | pcg (Jacobi-preconditioned by diag G + λ)"),
+    damping_factors: str = typer.Option("1e-3", help="λ = each factor × mean diag G (comma-separated)"),
+    tol: float = typer.Option(0.05, help="stop at this relative residual"),
+    budget_s: float = typer.Option(600.0, help="wall-clock budget of each solve, seconds"),
+    dtype: str = typer.Option("float32", help="float32 | float64: the arithmetic of the products and the solve"),
+    json_out: bool = typer.Option(False, "--json", help="one JSON object on stdout"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+) -> None:
+    """CG on the influence system (G + λI) s = ∇L_score over all eligible parameters: the residual reached
+    in a time budget, per solver and damping."""
+    from .bench import cg as bcg
+    from .experiments.trials import parse_float_list, parse_names
+
+    names = parse_names("--solvers", solvers, list(bcg.CG_SOLVERS))
+    factors = parse_float_list("--damping-factors", damping_factors)
+    if not factors or not all(f > 0 and math.isfinite(f) for f in factors):
+        raise ConfigError(f"--damping-factors {damping_factors!r} must list factors > 0")
+    if dtype not in bcg.DTYPES:
+        raise ConfigError(f"--dtype {dtype!r} is not one of {', '.join(bcg.DTYPES)}")
+    if samples < 1 or not 0 < tol < 1 or not budget_s > 0:
+        raise ConfigError(f"--samples {samples} must be >= 1, --tol {tol} in (0, 1), --budget-s {budget_s} > 0")
+    with RichProgress(quiet or json_out) as progress:
+        data = bcg.run(model, task, data_dir, samples, tuple(names), tuple(factors), tol, budget_s, dtype=dtype,
+                       progress=progress)
     _print_bench(data, json_out)
 
 

@@ -26,10 +26,9 @@ from ..errors import ConfigError
 from ..masking import eligible_parameters
 from ..models import load_model
 from ..scoring import ScoringInputs
+from ..scoring.fit import SOLVERS
 from ..scoring.objective import Objective
 from .mft_study import Progress, gradient_batches
-
-SOLVERS = ("cg", "lissa", "cg-block")
 
 
 @dataclass
@@ -45,7 +44,8 @@ class ScoringConfig:
     lr: float = _help("learning rate of the gradient test (rounded once to fp32)", 2e-5)
     exclude: str = _help("original | influence | none | comma-separated name patterns", "influence")
     scorers: str = _help("scorers to run: all | comma-separated names", "all")
-    solver: str = _help("influence's inverse solver: cg | lissa | cg-block (per-tensor blocks)", "cg")
+    solver: str = _help("influence's inverse solver: cg | pcg (CG, Jacobi-preconditioned by diag H + λ) | "
+                        "woodbury (exact, through H's rank of N per-example factors) | lissa | cg-block (per-tensor blocks)", "cg")
     damping: float | None = _help("absolute damping λ of (H + λI) (default: --damping-factor × mean diag H)", None)
     damping_factor: float = _help("λ = this × the mean of diag(H) when --damping is not given", 1e-3)
     cg_tol: float = _help("stop CG at this relative residual", 0.05)

@@ -27,12 +27,13 @@ import torch
 from ..errors import ConfigError
 from .hvp import DEFAULT_DAMPING_FACTOR, flatten, gauss_newton_diagonal, gnvp, hvp, unflatten
 from .hvp import mean_diagonal as _mean_diagonal
+from .lowrank import LowRankGN, gauss_newton_lowrank
 from .objective import Objective
 from .solvers import Block, SolveResult, block_diagonal_solve, conjugate_gradient, lissa, power_iteration
 
 Params = dict[str, torch.Tensor]
 
-SOLVERS = ("cg", "lissa", "cg-block")
+SOLVERS = ("cg", "pcg", "woodbury", "lissa", "cg-block")
 CURVATURES = ("gn", "hessian")
 FORMAT_VERSION = 1
 
@@ -93,7 +94,8 @@ def fit_inverse(name: str, objective: Objective, rhs: Params, *, damping: float 
                 curvature: str = "gn", tol: float = 1e-3, max_iter: int = 100, lissa_depth: int = 100,
                 lissa_scale: float | None = None, lissa_repetitions: int = 1, fits_dir: str | Path | None = None,
                 progress: Callable[[int, float], None] | None = None,
-                mean_diagonal: float | None = None) -> InverseFit:
+                mean_diagonal: float | None = None, diagonal: Params | None = None,
+                lowrank: LowRankGN | None = None, memory_bytes: float = 4e9) -> InverseFit:
     """Solve s = (C + λI)⁻¹ rhs over `objective.names` at the model's parameters and save it as `name`.
 
     C: curvature "gn" (the Gauss-Newton matrix, PSD; products by gnvp) or "hessian" (exact, possibly
@@ -101,14 +103,20 @@ def fit_inverse(name: str, objective: Objective, rhs: Params, *, damping: float 
     (absolute, > 0) or, when None, DEFAULT_DAMPING_FACTOR (1e-3) × the mean of diag(G) over all entries of
     the chosen parameters (from gauss_newton_diagonal, always computed and recorded). Solvers:
     - "cg": conjugate gradient to relative residual `tol` or `max_iter` products;
+    - "pcg": the same with the Jacobi preconditioner diag(G) + λ (exact diagonal; curvature "gn" only):
+      the curvature of embeddings, LayerNorms and attention weights differs by orders of magnitude,
+      which plain CG pays for in iterations;
+    - "woodbury": exact, through G's low rank (lowrank.py: G = FᵀF/n from the per-example factors,
+      (G + λI)⁻¹b = (b − Fᵀ(nλI + FFᵀ)⁻¹Fb)/λ); `lowrank` reuses a built LowRankGN of the same
+      objective and rhs (a damping sweep), `memory_bytes` bounds its factor chunks; curvature "gn" only;
     - "lissa": `lissa_repetitions` × `lissa_depth` steps; with several batches each step's product uses
       one batch (each repetition cycles through them in its own seeded order), the repetitions are
       averaged (depth × repetitions × batch size should cover the training set); `lissa_scale`
       defaults to 2 × (a 20-step power-iteration estimate of C's largest eigenvalue + λ);
     - "cg-block": CG per parameter tensor on its diagonal block C_BB (the couplings dropped).
     `rhs` is keyed by objective.names, shaped like the parameters; it is cast to their dtype.
-    `mean_diagonal`: the mean of diag(G) when the caller has it already (a damping sweep fits the same G
-    several times), else computed here. `progress(step, relative residual)` runs after each solver step.
+    `mean_diagonal` / `diagonal`: the mean of diag(G) or diag(G) itself (gauss_newton_diagonal) when the
+    caller has it already (a damping sweep fits the same G several times), else computed here. `progress(step, relative residual)` runs after each solver step.
     With `fits_dir`, writes fits_dir/name/{solution.safetensors, fit.json} atomically (replacing an older
     fit of that name).
 
@@ -132,8 +140,11 @@ def fit_inverse(name: str, objective: Objective, rhs: Params, *, damping: float 
     b = flatten(_check_rhs(objective, rhs, params), objective.names)
     start = time.perf_counter()
 
-    mean = (float(mean_diagonal) if mean_diagonal is not None
-            else _mean_diagonal(objective, diagonal=gauss_newton_diagonal(objective)))
+    if solver in ("pcg", "woodbury") and curvature != "gn":
+        raise ConfigError(f"solver {solver!r} works on the Gauss-Newton matrix's structure; use curvature 'gn'")
+    if diagonal is None and (mean_diagonal is None or solver == "pcg"):
+        diagonal = gauss_newton_diagonal(objective)
+    mean = float(mean_diagonal) if mean_diagonal is not None else _mean_diagonal(objective, diagonal=diagonal)
     if damping is None:
         if not mean > 0:
             raise ConfigError(f"the mean Gauss-Newton diagonal of {objective.names[:3]} is {mean:g}; pass an "
@@ -154,13 +165,23 @@ def fit_inverse(name: str, objective: Objective, rhs: Params, *, damping: float 
     full = product(objective)
     options: dict[str, Any] = {"tol": tol, "max_iter": max_iter}
     step_cb = None if progress is None else (lambda it, rel, x: progress(it, rel))
-    if solver == "cg":
-        result = conjugate_gradient(lambda v: full(v) + damping * v, b, tol=tol, max_iter=max_iter, callback=step_cb)
+    if solver in ("cg", "pcg"):
+        precond = None if solver == "cg" else flatten(diagonal, objective.names).to(b.dtype) + damping
+        result = conjugate_gradient(lambda v: full(v) + damping * v, b, tol=tol, max_iter=max_iter, callback=step_cb,
+                                    preconditioner=precond)
     elif solver == "lissa":
         result, scale = _lissa(objective, full, product, b, damping, tol, lissa_depth, lissa_scale,
                                lissa_repetitions, step_cb)
         options.update(lissa_depth=lissa_depth, lissa_scale=scale, lissa_repetitions=lissa_repetitions,
                        lissa_batches=len(objective.batches))
+    elif solver == "woodbury":
+        t = time.perf_counter()
+        if lowrank is None:
+            lowrank = gauss_newton_lowrank(objective, rhs, memory_bytes=memory_bytes)
+        x = lowrank.solve([damping])[damping].to(b.dtype)
+        result = SolveResult(x, [1.0], 0, True, "woodbury", time.perf_counter() - t)
+        options.update(factors=lowrank.m, chunk_examples=lowrank.chunk_examples, factor_passes=lowrank.factor_passes,
+                       build_s=lowrank.seconds, **lowrank.timings)
     else:
         blocks, offset = [], 0
         for n in objective.names:
@@ -181,6 +202,8 @@ def fit_inverse(name: str, objective: Objective, rhs: Params, *, damping: float 
     r = b - full(result.x) - damping * result.x  # the full system, couplings included
     bnorm = float(b.double().norm())
     true_residual = float(r.double().norm()) / bnorm if bnorm > 0 else 0.0
+    if solver == "woodbury":  # a direct solve: its one residual is the measured one
+        result.residuals, result.converged = [1.0, true_residual], true_residual <= tol
     fit = InverseFit(
         name=name, solution={n: t.clone() for n, t in unflatten(result.x, params).items()}, solver=solver,
         curvature=curvature, damping=damping, mean_diagonal=mean, residuals=[float(x) for x in result.residuals],

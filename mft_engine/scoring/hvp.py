@@ -369,10 +369,12 @@ def _examples(batch: dict) -> list[dict[str, torch.Tensor]]:
     return out
 
 
-def _example_factors(objective: Objective, params: Params, frozen: Params
+def _example_factors(objective: Objective, params: Params, frozen: Params,
+                     examples: list[dict[str, torch.Tensor]] | None = None
                      ) -> Iterator[tuple[torch.Tensor | None, ...]]:
     """The factors a_e,c = J_eᵀ q_e,c of G = (1/n) Σ_e,c a_e,c a_e,cᵀ, one at a time, as tuples aligned with
-    `params` (None where a parameter does not reach the logits).
+    `params` (None where a parameter does not reach the logits); over `examples` (batches of one from
+    `_examples`) when given, else over every example of the objective.
 
     H_z,e = diag(p_e) − p_e p_eᵀ = Σ_c q_e,c q_e,cᵀ with q_e,c = √p_e,c (e_c − p_e); for two classes
     H_z,e = u_e u_eᵀ, u_e = √(p_0 p_1)·(1, −1), so one factor (one backward) per example; for C > 2, C
@@ -380,20 +382,21 @@ def _example_factors(objective: Objective, params: Params, frozen: Params
     to its own length (`_examples`), so no padded token is computed. Must run with grad enabled.
     """
     names = list(params)
-    for b in objective.batches:
-        for example in _examples(b):
-            leaf = {n: p.detach().requires_grad_(True) for n, p in params.items()}  # views: no copy
-            z = objective.logits({**frozen, **leaf}, example)[0]                  # [C]
-            p = torch.softmax(z.detach(), dim=-1)
-            if p.numel() == 2:
-                r = torch.sqrt(p[0] * p[1])
-                cotangents = [torch.stack([r, -r])]
-            else:
-                eye = torch.eye(p.numel(), dtype=p.dtype)
-                cotangents = list(torch.sqrt(p)[:, None] * (eye - p[None, :]))   # row c = q_e,c
-            for k, q in enumerate(cotangents):
-                yield torch.autograd.grad(z, [leaf[n] for n in names], grad_outputs=q,
-                                          retain_graph=k + 1 < len(cotangents), allow_unused=True)
+    if examples is None:
+        examples = [e for b in objective.batches for e in _examples(b)]
+    for example in examples:
+        leaf = {n: p.detach().requires_grad_(True) for n, p in params.items()}  # views: no copy
+        z = objective.logits({**frozen, **leaf}, example)[0]                  # [C]
+        p = torch.softmax(z.detach(), dim=-1)
+        if p.numel() == 2:
+            r = torch.sqrt(p[0] * p[1])
+            cotangents = [torch.stack([r, -r])]
+        else:
+            eye = torch.eye(p.numel(), dtype=p.dtype)
+            cotangents = list(torch.sqrt(p)[:, None] * (eye - p[None, :]))   # row c = q_e,c
+        for k, q in enumerate(cotangents):
+            yield torch.autograd.grad(z, [leaf[n] for n in names], grad_outputs=q,
+                                      retain_graph=k + 1 < len(cotangents), allow_unused=True)
 
 
 @torch.enable_grad()  # works inside a caller's no_grad: autograd is the method

@@ -15,6 +15,7 @@ from .base import Scorer, as_scores, register_scorer
 from .fit import InverseFit, fit_inverse, load_fit
 from .hvp import DEFAULT_DAMPING_FACTOR, gauss_newton_diagonal, mean_diagonal
 from .inputs import ScoringInputs
+from .lowrank import LowRankGN, gauss_newton_lowrank
 from .stats import score_gradient
 
 
@@ -24,7 +25,19 @@ def train_mean_diagonal(inputs: ScoringInputs) -> float:
     Cost: one backward per training example (two classes) or per example and class.
     """
     return inputs.cached("train_gn_mean_diagonal",
-                         lambda: mean_diagonal(inputs.train, diagonal=gauss_newton_diagonal(inputs.train)))
+                         lambda: mean_diagonal(inputs.train, diagonal=train_diagonal(inputs)))
+
+
+def train_diagonal(inputs: ScoringInputs) -> dict[str, torch.Tensor]:
+    """diag(H) by parameter name, H the training Gauss-Newton matrix (computed once: λ's scale and PCG's
+    preconditioner). Cost: one backward per training example (two classes) or per example and class."""
+    return inputs.cached("train_gn_diagonal", lambda: gauss_newton_diagonal(inputs.train))
+
+
+def train_lowrank(inputs: ScoringInputs) -> LowRankGN:
+    """The training Gauss-Newton matrix in Woodbury form for ∇L_score (built once; every λ then costs one
+    pass over the per-example factors). Cost: see lowrank.gauss_newton_lowrank."""
+    return inputs.cached("train_gn_lowrank", lambda: gauss_newton_lowrank(inputs.train, score_gradient(inputs)))
 
 
 def influence_fit(inputs: ScoringInputs, damping_factor: float | None = None) -> InverseFit:
@@ -58,7 +71,9 @@ def influence_fit(inputs: ScoringInputs, damping_factor: float | None = None) ->
                           tol=float(opts.get("cg_tol", 1e-3)), max_iter=int(opts.get("cg_max_iter", 100)),
                           lissa_depth=int(opts.get("lissa_depth", 100)), lissa_scale=opts.get("lissa_scale"),
                           lissa_repetitions=int(opts.get("lissa_repetitions", 1)), fits_dir=inputs.fits_dir,
-                          progress=cb, mean_diagonal=inputs._cache.get("train_gn_mean_diagonal"))
+                          progress=cb, mean_diagonal=inputs._cache.get("train_gn_mean_diagonal"),
+                          diagonal=train_diagonal(inputs) if solver == "pcg" else None,
+                          lowrank=train_lowrank(inputs) if solver == "woodbury" else None)
         if progress is not None:
             progress.done()
         return fit
@@ -85,7 +100,7 @@ class InfluenceScorer(Scorer):
     Signed: negative predicts that zeroing helps. In a quadratic model it is the cross term of the
     compensated removal change without OBS's normalisation, not itself a loss change; it is judged against
     the true ΔL all the same. Needs the training and scoring objectives; options: influence_solver
-    (cg | lissa | cg-block), damping_factor, cg_tol, cg_max_iter, lissa_depth, lissa_scale, lissa_repetitions.
+    (cg | pcg | woodbury | lissa | cg-block), damping_factor, cg_tol, cg_max_iter, lissa_depth, lissa_scale, lissa_repetitions.
     Cost: one inverse solve (each CG step one Gauss-Newton product over the N training samples ≈ 5
     forward passes), then one pass over the eligible parameters.
     """

@@ -59,6 +59,49 @@ def test_cg_matches_linalg_solve_and_its_residuals_decrease(seed):
     assert torch.linalg.norm(b - A @ res.x) / torch.linalg.norm(b) <= 1e-9
 
 
+def badly_scaled(n, seed, spread=1e4):
+    """D^½ A D^½ with A well conditioned and D's entries spread over `spread`: the shape of a network's
+    curvature, whose diagonal differs by orders of magnitude between parameter tensors."""
+    d = torch.logspace(0, math.log10(spread), n, dtype=torch.float64)[torch.randperm(n, generator=torch.Generator().manual_seed(seed))]
+    A = spd(n, seed, cond=5.0)
+    return d.sqrt()[:, None] * A * d.sqrt()[None, :]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_pcg_matches_linalg_solve_and_beats_cg_on_a_badly_scaled_system(seed):
+    A, b = badly_scaled(60, seed), rhs(60, seed + 20)
+    exact = torch.linalg.solve(A, b)
+    seen = []
+    pcg = conjugate_gradient(lambda v: A @ v, b, tol=1e-10, max_iter=500, preconditioner=torch.diagonal(A).clone(),
+                             callback=lambda it, rel, x: seen.append(x.clone()))
+    assert pcg.converged and pcg.method == "pcg"
+    assert torch.allclose(pcg.x, exact, rtol=1e-7, atol=1e-10 * exact.abs().max())
+    # Residuals are the unpreconditioned ‖b − Ax‖/‖b‖, as CG's.
+    assert pcg.residuals[0] == 1.0
+    assert torch.linalg.norm(b - A @ pcg.x) / torch.linalg.norm(b) <= 1e-9
+    # PCG minimises the same A-norm error over growing (preconditioned) Krylov spaces.
+    errs = [float((x - exact) @ A @ (x - exact)) for x in seen]
+    assert all(a >= b for a, b in itertools.pairwise(errs))
+    cg = conjugate_gradient(lambda v: A @ v, b, tol=1e-10, max_iter=500)
+    assert cg.method == "cg" and pcg.iterations * 3 < cg.iterations, (pcg.iterations, cg.iterations)
+
+
+def test_pcg_with_a_unit_preconditioner_is_cg():
+    A, b = spd(30, 5), rhs(30, 6)
+    cg = conjugate_gradient(lambda v: A @ v, b, tol=1e-9, max_iter=100)
+    pcg = conjugate_gradient(lambda v: A @ v, b, tol=1e-9, max_iter=100, preconditioner=torch.ones(30, dtype=A.dtype))
+    assert pcg.iterations == cg.iterations and torch.allclose(pcg.x, cg.x, rtol=1e-12, atol=1e-14)
+    assert pcg.residuals == pytest.approx(cg.residuals, rel=1e-9)
+
+
+@pytest.mark.parametrize("bad", [torch.zeros(4), -torch.ones(4), torch.tensor([1.0, float("nan"), 1.0, 1.0]),
+                                 torch.tensor([1.0, float("inf"), 1.0, 1.0]), torch.ones(3)])
+def test_pcg_rejects_a_preconditioner_that_is_not_positive_or_misshapen(bad):
+    A, b = spd(4, 0), rhs(4, 1)
+    with pytest.raises(ConfigError, match="preconditioner"):
+        conjugate_gradient(lambda v: A @ v, b, preconditioner=bad.double())
+
+
 def test_cg_stops_at_tol_and_reports_non_convergence():
     A, b = spd(60, 3, cond=1e4), rhs(60, 4)
     res = conjugate_gradient(lambda v: A @ v, b, tol=1e-2)
