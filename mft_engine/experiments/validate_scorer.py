@@ -42,6 +42,9 @@ class ValidateConfig(ScoringConfig):
                                "1e-4,1e-2,1e-1")
     additivity: bool = _help("zero the best signed scorer's 100 lowest-scored parameters together: joint ΔL vs Σ single ΔL",
                              True)
+    ground_truth: str | None = _help("reuse ΔL and the noise floor of an earlier validate run (its folder) instead of "
+                                     "zeroing again: same --model, --seed, --n-params, --exclude and --precision, so "
+                                     "its sampled parameters are this run's", None)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -52,6 +55,9 @@ class ValidateConfig(ScoringConfig):
         for f in self.sweep_factors():
             if not (f > 0 and math.isfinite(f)):
                 raise ConfigError(f"--damping-sweep {f:g} must be > 0")
+        if self.ground_truth and not (Path(self.ground_truth) / "ground_truth.csv").is_file():
+            raise ConfigError(f"--ground-truth {self.ground_truth} is not a validate-scorer results folder "
+                              "(no ground_truth.csv)")
 
     def sweep_factors(self) -> list[float]:
         return parse_float_list("--damping-sweep", self.damping_sweep)
@@ -98,14 +104,17 @@ def validate_scorers(cfg: ValidateConfig, progress: Progress | None = None) -> V
         progress.phase("ground truth: cache activations")
         oracle = RemovalOracle(bench.model, bench.score_batches, dtype=GROUND_TRUTH_DTYPES[cfg.precision])
         progress.done()
-        progress.phase("ground truth: zero each parameter alone", len(items))
-        t_delta = time.perf_counter()
-        delta = oracle.delta(items, on_item=lambda n: progress.advance(1))
-        delta_s = time.perf_counter() - t_delta
-        progress.done()
-        progress.phase("ground truth: noise floor")
-        noise = oracle.noise_floor(seed=cfg.seed)
-        progress.done()
+        if cfg.ground_truth:
+            delta, noise, delta_s = reuse_ground_truth(cfg, items)
+        else:
+            progress.phase("ground truth: zero each parameter alone", len(items))
+            t_delta = time.perf_counter()
+            delta = oracle.delta(items, on_item=lambda n: progress.advance(1))
+            delta_s = time.perf_counter() - t_delta
+            progress.done()
+            progress.phase("ground truth: noise floor")
+            noise = oracle.noise_floor(seed=cfg.seed)
+            progress.done()
         timings["ground_truth_s"] = time.perf_counter() - t
         # float64: every no-op and regrouped evaluation counts. float32: ΔL is computed with the same matmul
         # shapes for L' and L, so the regrouping offset cancels; its error is measured against float64 instead.
@@ -157,7 +166,7 @@ def validate_scorers(cfg: ValidateConfig, progress: Progress | None = None) -> V
             progress.done()
 
         timings["total_s"] = time.perf_counter() - t0
-        params_per_s = len(items) / delta_s if delta_s > 0 else None
+        params_per_s = len(items) / delta_s if delta_s else None
         summary = {
             "scorers": {v.name: {k: getattr(v, k) for k in ("signed", "sign_accuracy", "balanced_accuracy", "mcc",
                                                               "spearman", "top100_precision")} for v in verdicts},
@@ -179,6 +188,7 @@ def validate_scorers(cfg: ValidateConfig, progress: Progress | None = None) -> V
                   "model": {"source": bench.source, "n_eligible": bench.n_eligible(),
                             "excluded_patterns": list(cfg.exclude_patterns())},
                   "data": bench.data.record(), "base_loss": oracle.base_loss, "noise": noise,
+                  "ground_truth_from": cfg.ground_truth,
                   "verdicts": [v.to_dict() for v in verdicts], "influence_fit": fit_info,
                   "notes": ["Sign convention: a signed score is the predicted change of the scoring-half loss when the "
                             "parameter is zeroed (negative: removal helps); unsigned scores are predicted harm >= 0.",
@@ -191,6 +201,34 @@ def validate_scorers(cfg: ValidateConfig, progress: Progress | None = None) -> V
         summary["out_dir"] = str(folder.final)
         record["out_dir"] = str(folder.final)
     return ValidateResult(folder.final, record, summary)
+
+
+def reuse_ground_truth(cfg: ValidateConfig, items: list[tuple[str, int]]) -> tuple[np.ndarray, dict, float | None]:
+    """(ΔL per item, the noise record, the earlier run's zeroing seconds) from the validate run folder
+    `cfg.ground_truth`; ConfigError (exit 2) when it is not one, or was made with other settings or
+    other sampled parameters."""
+    import csv
+    import json
+
+    folder = Path(cfg.ground_truth)
+    table, results = folder / "ground_truth.csv", folder / "results.json"
+    if not table.is_file() or not results.is_file():
+        raise ConfigError(f"--ground-truth {folder} is not a validate-scorer results folder "
+                          "(no ground_truth.csv and results.json)")
+    record = json.loads(results.read_text())
+    old = record.get("config", {})
+    for key in ("model", "seed", "n_params", "exclude", "precision", "task"):
+        if old.get(key) != getattr(cfg, key):
+            raise ConfigError(f"--ground-truth {folder} was made with {key}={old.get(key)!r}, this run has "
+                              f"{getattr(cfg, key)!r}")
+    with table.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if [(r["parameter"], int(r["index"])) for r in rows] != list(items):
+        raise ConfigError(f"--ground-truth {folder} holds other sampled parameters than this run's "
+                          "(the model's eligible set differs)")
+    delta = np.array([float(r["delta_loss"]) for r in rows], dtype=np.float64)
+    params_per_s = record.get("params_per_s")
+    return delta, record["noise"], (len(rows) / params_per_s if params_per_s else None)
 
 
 def _write(folder: ResultsFolder, record: dict, items, delta, columns, verdicts, sweep) -> None:

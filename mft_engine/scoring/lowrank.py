@@ -13,7 +13,14 @@ the spread from the iteration altogether:
 
 K and Fb are accumulated in float64 over column blocks of fp32 factor chunks; K = V diag(k) Vᵀ once, after
 which every λ costs an M × M product, and the solutions of all requested λ come out of one more pass over
-the factors. Nothing is stored beyond two chunks of factors, so the factors are recomputed: chunks of c
+the factors.
+
+Precision: s = (b − Fᵀα)/λ carries the rounding of the factors' span divided by λ, so the residual
+‖b − (G + λI)s‖/‖b‖ is about κ·ε (κ = σ_max(G)/λ, ε the arithmetic's unit roundoff): on minilm at the
+default λ (κ ≈ 3·10⁹, 64 examples) 3.5e-6 in float64 but 246 in float32 — while the float32 solution
+itself differs from the float64 one by 6e-7 in relative norm and gives the same sign of −s_i·θ_i for
+99.998% of the parameters. For the scores the solution's own error is what counts; the residual
+measures G times it. Run the Objective in float64 where the residual itself must be small. Nothing is stored beyond two chunks of factors, so the factors are recomputed: chunks of c
 rows cost ⌈M/c⌉(⌈M/c⌉ + 1)/2 chunk recomputations for K, one pass for Fᵀα.
 """
 from __future__ import annotations

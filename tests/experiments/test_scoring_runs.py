@@ -58,6 +58,30 @@ def test_validate_scorer_json_and_folder(study_glue, tmp_path, capsys):
     assert len(rows) == 121 and rows[0].startswith("parameter,index,delta_loss")
 
 
+def test_validate_scorer_reuses_an_earlier_ground_truth(study_glue, tmp_path, capsys):
+    """--ground-truth takes ΔL and the noise floor from an earlier folder; the Woodbury influence is judged
+    against them; a run with another seed (other sampled parameters) is refused before any work."""
+    out = tmp_path / "results"
+    base = [*COMMON, "--data-dir", str(study_glue), "--n-params", "60", "--no-additivity", "--damping-sweep", ""]
+    assert main(["validate-scorer", *base, "--scorers", "taylor", "--out", str(out), "--json"]) == 0
+    first = _json(capsys)
+    assert main(["validate-scorer", *base, "--scorers", "taylor,influence", "--solver", "woodbury",
+                 "--ground-truth", first["out_dir"], "--out", str(out), "--json"]) == 0
+    second = _json(capsys)
+    assert second["scorers"]["taylor"] == first["scorers"]["taylor"]
+    assert second["noise_floor"] == first["noise_floor"] and second["base_rate"] == first["base_rate"]
+    full = json.loads((tmp_path / "results" / second["out_dir"].split("/")[-1] / "results.json").read_text())
+    assert full["ground_truth_from"] == first["out_dir"]
+    # fp32 Woodbury: its residual is amplified by the condition number (see lowrank.py), so only recorded.
+    assert full["influence_fit"]["solver"] == "woodbury" and full["influence_fit"]["true_residual"] >= 0
+    a = [r.split(",")[:3] for r in (tmp_path / "results" / first["out_dir"].split("/")[-1] / "ground_truth.csv").read_text().splitlines()]
+    b = [r.split(",")[:3] for r in (tmp_path / "results" / second["out_dir"].split("/")[-1] / "ground_truth.csv").read_text().splitlines()]
+    assert a == b
+    _fail(["validate-scorer", *base, "--seed", "7", "--ground-truth", first["out_dir"]], tmp_path / "x", capsys,
+          "--ground-truth", "seed")
+    _fail(["validate-scorer", *base, "--ground-truth", str(tmp_path)], tmp_path / "y", capsys, "--ground-truth")
+
+
 def test_influence_sweep_folder(study_glue, tmp_path, capsys):
     out = tmp_path / "results"
     code = main(["influence", *COMMON, "--data-dir", str(study_glue), "--scorers", "gradient,influence,magnitude",
