@@ -4,9 +4,9 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConfigError
-from .base import Scorer, as_scores, register_scorer
+from .base import Scorer, register_scorer
 from .inputs import ScoringInputs
-from .stats import activation_norms, linear_weight_modules
+from .stats import score_linear_weights
 
 
 def relative_importance(w: torch.Tensor) -> torch.Tensor:
@@ -42,22 +42,10 @@ class RiaScorer(Scorer):
         self.last_excluded_names: list[str] = []
 
     def score(self, inputs: ScoringInputs) -> dict[str, torch.Tensor]:
-        state = inputs.state
-        inputs.require(self.name, gradient_state=state)
-        inputs.require(self.name, activation_statistics=state.act_sq)
         alpha = float(inputs.options.get("ria_alpha", 0.5))
         if not alpha >= 0:
             raise ConfigError(f"ria_alpha={alpha:g} must be >= 0 (the authors use 0.5)")
-        modules = linear_weight_modules(inputs.model)
-        theta = inputs.theta()
-        out, excluded = {}, []
-        for n in inputs.names:
-            w = as_scores(theta[n])
-            if n not in modules:
-                excluded.append(n)
-                out[n] = torch.full(w.shape, float("nan"), dtype=torch.float64)
-                continue
-            norms = activation_norms(inputs, modules[n], w.shape[1])
-            out[n] = relative_importance(w) * norms.pow(alpha)[None, :]
+        out, excluded = score_linear_weights(
+            inputs, self.name, lambda w, norms: relative_importance(w) * norms.pow(alpha)[None, :])
         self.last_excluded, self.last_excluded_names = len(excluded), excluded
         return out

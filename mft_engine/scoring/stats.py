@@ -11,7 +11,7 @@ trace; a prepared 4-D mask is used as is, and it is the same mask.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch.func import grad, vmap
@@ -183,3 +183,29 @@ def activation_norms(inputs: ScoringInputs, module_name: str, in_features: int |
                                     "the gradient state was collected on another model")
     return inputs.cached(f"activation_norms/{module_name}",
                          lambda: state.act_sq[module_name].detach().to("cpu", torch.float64).sqrt())
+
+
+def score_linear_weights(inputs: ScoringInputs, scorer: str,
+                         fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+                         ) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Activation-aware scores of every nn.Linear weight among inputs.names: fn(|W| as float64 [out, in],
+    ‖X‖₂ per input feature [in]) → float64 [out, in]; every other tensor (biases, LayerNorm, embeddings)
+    all NaN ("not scored"). Returns (scores by name, the names left unscored). Raises
+    MissingStatisticError (naming `scorer`) without a GradientState with activation statistics.
+    Cost: fn over each Linear weight."""
+    from .base import as_scores
+
+    state = inputs.state
+    inputs.require(scorer, gradient_state=state)
+    inputs.require(scorer, activation_statistics=state.act_sq)
+    modules = linear_weight_modules(inputs.model)
+    theta = inputs.theta()
+    out, excluded = {}, []
+    for n in inputs.names:
+        w = as_scores(theta[n])
+        if n not in modules:
+            excluded.append(n)
+            out[n] = torch.full(w.shape, float("nan"), dtype=torch.float64)
+            continue
+        out[n] = fn(w, activation_norms(inputs, modules[n], w.shape[1]))
+    return out, excluded

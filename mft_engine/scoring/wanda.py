@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from .base import Scorer, as_scores, register_scorer
+from .base import Scorer, register_scorer
 from .inputs import ScoringInputs
-from .stats import activation_norms, linear_weight_modules
+from .stats import score_linear_weights
 
 
 def within_row_rank_fraction(s: torch.Tensor) -> torch.Tensor:
@@ -45,20 +45,12 @@ class WandaScorer(Scorer):
         self.last_excluded_names: list[str] = []
 
     def score(self, inputs: ScoringInputs) -> dict[str, torch.Tensor]:
-        state = inputs.state
-        inputs.require(self.name, gradient_state=state)
-        inputs.require(self.name, activation_statistics=state.act_sq)
         per_row = bool(inputs.options.get("wanda_per_row", False))
-        modules = linear_weight_modules(inputs.model)
-        theta = inputs.theta()
-        out, excluded = {}, []
-        for n in inputs.names:
-            w = as_scores(theta[n])
-            if n not in modules:
-                excluded.append(n)
-                out[n] = torch.full(w.shape, float("nan"), dtype=torch.float64)
-                continue
-            s = w.abs() * activation_norms(inputs, modules[n], w.shape[1])[None, :]
-            out[n] = within_row_rank_fraction(s) if per_row else s
+
+        def wanda(w: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
+            s = w.abs() * norms[None, :]
+            return within_row_rank_fraction(s) if per_row else s
+
+        out, excluded = score_linear_weights(inputs, self.name, wanda)
         self.last_excluded, self.last_excluded_names = len(excluded), excluded
         return out
