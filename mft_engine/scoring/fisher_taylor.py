@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from .base import Scorer, as_scores, register_scorer
+from .base import Scorer, register_scorer
 from .inputs import ScoringInputs
-from .stats import fisher_diagonal, score_gradient
+from .stats import fisher_diagonal, second_order_scores
 
 
 @register_scorer
@@ -26,11 +26,4 @@ class FisherTaylorScorer(Scorer):
 
     def score(self, inputs: ScoringInputs) -> dict[str, torch.Tensor]:
         inputs.require(self.name, score_objective=inputs.score)
-        g = score_gradient(inputs)
-        fisher = fisher_diagonal(inputs)
-        theta = inputs.theta()
-        out = {}
-        for n in inputs.names:
-            th = as_scores(theta[n])
-            out[n] = -(th * g[n] - 0.5 * th.square() * fisher[n])
-        return out
+        return second_order_scores(inputs, fisher_diagonal(inputs))

@@ -209,3 +209,18 @@ def score_linear_weights(inputs: ScoringInputs, scorer: str,
             continue
         out[n] = fn(w, activation_norms(inputs, modules[n], w.shape[1]))
     return out, excluded
+
+
+def second_order_scores(inputs: ScoringInputs, diagonal: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """−g_s·θ + ½ d·θ² per eligible parameter (float64): the loss change of zeroing θ to second order
+    with curvature diagonal d (taylor2: the Gauss-Newton diagonal; fisher-taylor: the empirical Fisher).
+    Cost: ∇L_score (shared) plus two passes over the parameters."""
+    from .base import as_scores
+
+    g = score_gradient(inputs)
+    theta = inputs.theta()
+    out = {}
+    for n in inputs.names:
+        th = as_scores(theta[n])
+        out[n] = -(g[n] * th) + 0.5 * diagonal[n] * th.square()
+    return out

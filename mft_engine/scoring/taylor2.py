@@ -6,7 +6,7 @@ import torch
 from .base import Scorer, as_scores, register_scorer
 from .inputs import ScoringInputs
 from .objective import Objective
-from .stats import score_gradient
+from .stats import second_order_scores
 
 
 def score_gauss_newton_diagonal(inputs: ScoringInputs) -> dict[str, torch.Tensor]:
@@ -48,11 +48,4 @@ class Taylor2Scorer(Scorer):
 
     def score(self, inputs: ScoringInputs) -> dict[str, torch.Tensor]:
         inputs.require(self.name, score_objective=inputs.score)
-        g = score_gradient(inputs)
-        gn = score_gauss_newton_diagonal(inputs)
-        theta = inputs.theta()
-        out = {}
-        for n in inputs.names:
-            th = as_scores(theta[n])
-            out[n] = -(g[n] * th) + 0.5 * gn[n] * th.square()
-        return out
+        return second_order_scores(inputs, score_gauss_newton_diagonal(inputs))
