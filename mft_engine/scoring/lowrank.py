@@ -124,13 +124,17 @@ def _stream(objective: Objective, chunk_examples: int, fn: Callable[[torch.Tenso
             progress(len(chunk))
 
 
+def factors_per_example(objective: Objective) -> int:
+    """Rank-one terms each example adds to G: 1 for two classes, C for C > 2 (hvp._example_factors)."""
+    c = getattr(getattr(objective.model, "config", None), "num_labels", 2)
+    return 1 if c == 2 else c
+
+
 def chunk_examples_for(objective: Objective, memory_bytes: float) -> int:
     """Examples per factor chunk (1 … n) so that two chunks of factors (the parameters' dtype) fit in
     `memory_bytes`."""
-    params = objective.params()
-    size = sum(t.numel() * t.element_size() for t in params.values())
-    c = getattr(getattr(objective.model, "config", None), "num_labels", 2)
-    per_example = (1 if c == 2 else c) * size
+    size = sum(t.numel() * t.element_size() for t in objective.params().values())
+    per_example = factors_per_example(objective) * size
     return int(min(max(1, memory_bytes // (2 * per_example)), max(objective.n, 1)))
 
 
@@ -152,46 +156,47 @@ def gauss_newton_lowrank(objective: Objective, b: Params, *, memory_bytes: float
     bvec = flatten({n: b[n].detach() for n in objective.names}, objective.names).double()
     c = chunk_examples_for(objective, memory_bytes)
     chunks = _chunks(objective, c)
-    fb: list[torch.Tensor] = []
+    per = factors_per_example(objective)
+    # Chunk i's factors are rows [offsets[i], offsets[i + 1]) of F: K's blocks are written in place.
+    offsets = [0]
+    for chunk in chunks:
+        offsets.append(offsets[-1] + per * len(chunk))
+    m = offsets[-1]
+    K = torch.zeros(m, m, dtype=torch.float64)
+    fb = torch.zeros(m, dtype=torch.float64)
     passes = 0
     t_factor = t_gemm = 0.0
-    sizes: list[int] = []
-    pending: dict[tuple[int, int], torch.Tensor] = {}
-    for i, ci in enumerate(chunks):
+
+    def rows_of(j: int) -> torch.Tensor:
+        nonlocal passes, t_factor
         t = time.perf_counter()
-        a = _rows(objective, params, frozen, ci)
+        rows = _rows(objective, params, frozen, chunks[j])
         t_factor += time.perf_counter() - t
         passes += 1
         if progress is not None:
-            progress(len(ci))
-        sizes.append(a.shape[0])
+            progress(len(chunks[j]))
+        return rows
+
+    for i in range(len(chunks)):
+        a = rows_of(i)
+        ri = slice(offsets[i], offsets[i + 1])
         t = time.perf_counter()
-        fb.append(sum(a[:, s:s + COLUMN_BLOCK].double() @ bvec[s:s + COLUMN_BLOCK]
-                      for s in range(0, a.shape[1], COLUMN_BLOCK)))
-        pending[(i, i)] = _gram(a, a)
+        fb[ri] = sum(a[:, s:s + COLUMN_BLOCK].double() @ bvec[s:s + COLUMN_BLOCK]
+                     for s in range(0, a.shape[1], COLUMN_BLOCK))
+        K[ri, ri] = _gram(a, a)
         t_gemm += time.perf_counter() - t
         for j in range(i + 1, len(chunks)):
+            bj = rows_of(j)
+            rj = slice(offsets[j], offsets[j + 1])
             t = time.perf_counter()
-            bj = _rows(objective, params, frozen, chunks[j])
-            t_factor += time.perf_counter() - t
-            passes += 1
-            if progress is not None:
-                progress(len(chunks[j]))
-            t = time.perf_counter()
-            pending[(i, j)] = _gram(a, bj)
+            K[ri, rj] = _gram(a, bj)
+            K[rj, ri] = K[ri, rj].T
             t_gemm += time.perf_counter() - t
         del a
-    m = sum(sizes)
-    K = torch.zeros(m, m, dtype=torch.float64)
-    offsets = [sum(sizes[:i]) for i in range(len(sizes))]
-    for (i, j), blk in pending.items():
-        K[offsets[i]:offsets[i] + sizes[i], offsets[j]:offsets[j] + sizes[j]] = blk
-        K[offsets[j]:offsets[j] + sizes[j], offsets[i]:offsets[i] + sizes[i]] = blk.T
     t = time.perf_counter()
     evals, evecs = torch.linalg.eigh(K)
     t_eig = time.perf_counter() - t
-    fbv = torch.cat(fb) if fb else torch.zeros(0, dtype=torch.float64)
-    return LowRankGN(objective=objective, b=bvec, fb=fbv, eigenvalues=evals, eigenvectors=evecs, n=objective.n, m=m,
+    return LowRankGN(objective=objective, b=bvec, fb=fb, eigenvalues=evals, eigenvectors=evecs, n=objective.n, m=m,
                      chunk_examples=c, factor_passes=passes, seconds=time.perf_counter() - start,
                      timings={"factors_s": t_factor, "gemm_s": t_gemm, "eigh_s": t_eig})
 
