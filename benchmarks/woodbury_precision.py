@@ -19,12 +19,10 @@ from mft_engine.experiments.scoring_setup import (
     ScoringConfig,
     ScoringData,
     load_checkpoint,
-    objective_batches,
 )
 from mft_engine.masking import eligible_parameters
 from mft_engine.scoring.hvp import flatten, gauss_newton_diagonal, gnvp, unflatten
 from mft_engine.scoring.lowrank import gauss_newton_lowrank
-from mft_engine.scoring.objective import Objective
 
 
 def main() -> None:
@@ -41,21 +39,14 @@ def main() -> None:
     data = ScoringData(cfg, lm.tokenizer)
     names = [n for n, _ in eligible_parameters(list(net.named_parameters()), cfg.exclude_patterns())]
 
-    def objectives():
-        train = Objective(net, objective_batches(data.train_tokens, data.rows, data.train.labels, False,
-                                                 cfg.eval_batch_tokens), names)
-        score = Objective(net, objective_batches(data.val_tokens, data.scoring_rows, data.val.labels, False,
-                                                 cfg.eval_batch_tokens), names)
-        return train, score
-
-    train, score = objectives()
+    train, score = data.objectives(net, names)
     with torch.enable_grad():
         b = score.gradient()
         mean = float(flatten(gauss_newton_diagonal(train), names).double().mean())
     dampings = [f * mean for f in factors]
     s32 = gauss_newton_lowrank(train, b).solve(dampings)
     net.double()
-    train, _ = objectives()
+    train, _ = data.objectives(net, names)
     b64 = {n: t.double() for n, t in b.items()}
     s64 = gauss_newton_lowrank(train, b64).solve(dampings)
     like, bvec, theta = train.params(), flatten(b64, names), flatten(train.params(), names)

@@ -7,7 +7,8 @@ mean diag G, the issue's default factor 1e-3) and solver (`cg`; `pcg`, Jacobi-pr
 diag G + λ) it runs to relative residual `tol` or until `budget_s` of wall time is spent, and records
 the residual history, the smallest residual met, and the true residual ‖b − (G + λI)s‖/‖b‖ of the
 final iterate. `woodbury` (exact, lowrank.py) is built once, its time counted in the first λ's run
-(`build_s`), and solves every λ for one more pass over the factors. The exact diag G is computed once (it sets λ and the preconditioner) and timed.
+(`build_s`), and solves every λ for one more pass over the factors. The exact diag G is computed once
+(it sets λ and the preconditioner) and timed.
 """
 from __future__ import annotations
 
@@ -43,10 +44,9 @@ def run(model: str, task: str = "sst2", data_dir: str | None = None, samples: in
     machine. Cost: one diag G (a backward per training example), then ≈ budget_s per solve.
     """
     from ..data import load_data
-    from ..experiments.scoring_setup import ScoringConfig, ScoringData, load_checkpoint, objective_batches
+    from ..experiments.scoring_setup import ScoringConfig, ScoringData, load_checkpoint
     from ..masking import eligible_parameters
     from ..report import machine_info
-    from ..scoring.objective import Objective
     from .hvp import _Silent
 
     progress = progress or _Silent()
@@ -56,10 +56,7 @@ def run(model: str, task: str = "sst2", data_dir: str | None = None, samples: in
     net = lm.model.to(DTYPES[dtype]).eval()
     data = ScoringData(cfg, lm.tokenizer)
     names = [n for n, _ in eligible_parameters(list(net.named_parameters()), cfg.exclude_patterns())]
-    train = Objective(net, objective_batches(data.train_tokens, data.rows, data.train.labels, False,
-                                             cfg.eval_batch_tokens), names)
-    score = Objective(net, objective_batches(data.val_tokens, data.scoring_rows, data.val.labels, False,
-                                             cfg.eval_batch_tokens), names)
+    train, score = data.objectives(net, names)
     like = train.params()
 
     with torch.enable_grad():

@@ -130,6 +130,17 @@ class ScoringData:
         return ValidationSets(self.val_tokens, list(self.val.labels), self.val.num_labels, False,
                               self.scoring_rows, self.evaluation_rows, self.cfg.eval_batch_tokens)
 
+    def objectives(self, model: torch.nn.Module, names: list[str], train_rows: list[int] | None = None
+                   ) -> tuple[Objective, Objective]:
+        """(training Objective over `train_rows` (default: every selected row), scoring-half Objective),
+        both over `names` of `model`, batched by length within the token budget."""
+        rows = self.rows if train_rows is None else train_rows
+        budget = self.cfg.eval_batch_tokens
+        train = Objective(model, objective_batches(self.train_tokens, rows, self.train.labels, False, budget), names)
+        score = Objective(model, objective_batches(self.val_tokens, self.scoring_rows, self.val.labels, False, budget),
+                          names)
+        return train, score
+
     def record(self) -> dict[str, Any]:
         return {"task": self.train.task.name, "train_source": self.train.source, "validation_source": self.val.source,
                 "n_train_rows": len(self.train), "n_train_samples": len(self.rows), "n_validation": len(self.val),
@@ -197,11 +208,8 @@ def prepare_bench(cfg: ScoringConfig, model_name: str | None = None, data: Scori
 
     names = [n for n, _ in eligible]
     # fixed_batches takes the rows in order and drops a last partial batch: these are the rows g saw.
-    used = data.rows[: state.n_samples]
-    train_obj = Objective(model, objective_batches(data.train_tokens, used, data.train.labels, False,
-                                                   cfg.eval_batch_tokens), names)
-    score_batches = objective_batches(data.val_tokens, data.scoring_rows, data.val.labels, False, cfg.eval_batch_tokens)
-    score_obj = Objective(model, score_batches, names)
+    train_obj, score_obj = data.objectives(model, names, data.rows[: state.n_samples])
+    score_batches = score_obj.batches
     inputs = ScoringInputs(model=model, names=names, state=state, lr=round_lr_fp32(cfg.lr), train=train_obj,
                            score=score_obj, damping=cfg.damping, fits_dir=fits_dir,
                            options={"influence_solver": cfg.solver, "damping_factor": cfg.damping_factor,
