@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -99,25 +100,18 @@ def run(
     """The BERT-MFT study: evaluate, collect gradients on N samples, zero the top detrimental fraction,
     evaluate again, and a random control. Writes results/mft_<timestamp>/."""
     from .experiments import run_study
+    from .experiments.mft_study import resume_config
 
     given = {k: v for k, v in locals().items()
-             if k not in ("config", "resume", "json_out", "quiet", "run_study") and v is not None}
+             if k not in ("config", "resume", "json_out", "quiet", "run_study", "resume_config") and v is not None}
     if resume is not None:
-        saved = resume / "config.json"
-        if not saved.is_file():
-            raise ConfigError(f"--resume {resume} is not an interrupted mft run folder (no config.json in it)")
-        base = json.loads(saved.read_text())
-        conflicts = {k: v for k, v in given.items() if k in base and k != "fraction" and base[k] != v}
-        if conflicts:
-            raise MftResumeConflict(resume, conflicts)
-        cfg = RunConfig.from_dict({**base, **given})
+        cfg = resume_config(resume, given)
     elif config is not None:
         cfg = RunConfig.from_yaml(config, given)
     else:
         cfg = RunConfig(**given)
     with RichProgress(quiet or json_out) as progress:
-        result = run_study(cfg, progress, resume=resume,
-                           on_folder=lambda p: (p / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2)))
+        result = run_study(cfg, progress, resume=resume)
     rec = result.record
     if json_out:
         print(json.dumps({"out_dir": str(result.out_dir), "before": _brief(rec["before"]), "counts": rec["counts"],
@@ -129,13 +123,6 @@ def run(
     elif not quiet:
         print((result.out_dir / "summary.txt").read_text())
         print(f"results: {result.out_dir}")
-
-
-def MftResumeConflict(resume: Path, conflicts: dict) -> MftError:
-    from .errors import ResumeError
-
-    what = ", ".join(f"--{k.replace('_', '-')}" for k in conflicts)
-    return ResumeError(f"--resume {resume} was started with another configuration ({what} differ)")
 
 
 def _brief(m: dict) -> dict:
@@ -665,32 +652,69 @@ def influence(
         print(f"results: {result.out_dir}")
 
 
+def _interrupted_line() -> str:
+    from .report.folder import interrupt_note
+
+    note = interrupt_note()
+    return f"mft: interrupted; {note}" if note else "mft: interrupted"
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"mft: warning: {message}\n"
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: runs the Typer app, turning MftError into one line on stderr and exit code 2."""
-    interrupted = "mft: interrupted; an interrupted run's .partial folder can be continued with --resume"
+    """Entry point: runs the Typer app, turning MftError (and file-system errors such as a full disk) into
+    one line on stderr and exit code 2; Ctrl-C and SIGTERM end with a line saying what was kept (130)."""
+    import signal
+
+    from .report.folder import filesystem_error
+
+    # SIGTERM (schedulers, `kill`) cleans up like Ctrl-C instead of dying with a half-written folder.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
+    format_before = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning
     try:
         rv = app(args=argv, standalone_mode=False)
     except MftError as e:
         print(f"mft: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(interrupted, file=sys.stderr)
+        print(_interrupted_line(), file=sys.stderr)
         return 130
     except SystemExit as e:
         return int(e.code or 0) if not isinstance(e.code, str) else 2
-    except Exception as e:  # click's usage errors
+    except Exception as e:  # file-system errors outside a results folder; click's usage errors
+        err = filesystem_error(e)
+        if err is not None:
+            print(f"mft: error: {err}", file=sys.stderr)
+            return 2
         usage, abort = _click_exception_types()
         if isinstance(e, usage):
             e.show()
             return 2
         if isinstance(e, abort):
-            print(interrupted, file=sys.stderr)
+            print(_interrupted_line(), file=sys.stderr)
             return 130
         raise
+    finally:
+        warnings.formatwarning = format_before
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     # Without standalone mode, typer turns Ctrl-C into a returned 130 (and typer.Exit into its code).
     if rv == 130:
-        print(interrupted, file=sys.stderr)
+        print(_interrupted_line(), file=sys.stderr)
     return rv if isinstance(rv, int) else 0
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...]]:

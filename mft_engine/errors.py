@@ -35,3 +35,7 @@ class MaskMismatchError(MftError, ValueError):
 
 class ResumeError(MftError, ValueError):
     """A resume checkpoint belongs to another configuration."""
+
+
+class OutputError(MftError):
+    """A results folder cannot be written: --out is not a writable folder, the disk is full, permission denied."""

@@ -4,27 +4,27 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from .errors import ConfigError, MaskMismatchError
+from .errors import ConfigError, MaskMismatchError, OutputError
 from .experiments.outputs import mask_filename
+from .report.folder import PARTIAL_SUFFIX, check_output_parent, filesystem_error, rename_noreplace
 
 
 def export_masked(results_dir: str | Path, out_dir: str | Path, fraction: float | None = None) -> Path:
     """Rebuild the run's model (same source, same seeded head), apply its mask, save_pretrained to out_dir.
 
-    The folder is written under a temporary name and renamed at the end. Cost: one model load + save.
+    The folder is written under `.<out>.partial` (created exclusively; removed only by the call that
+    created it) and renamed to `out` at the end, never over a non-empty folder. Cost: one model load + save.
     """
     from .data import get_task
     from .models import load_model
     from .masking import Mask
 
     rd = Path(results_dir)
-    rj = rd / "results.json"
-    if not rj.is_file():
-        raise ConfigError(f"{rd} is not an mft run results folder (no results.json)")
-    record = json.loads(rj.read_text())
+    record = read_run_record(rd)
     fracs = [f["fraction"] for f in record["fractions"]]
     if fraction is None:
         if len(fracs) > 1:
@@ -34,8 +34,8 @@ def export_masked(results_dir: str | Path, out_dir: str | Path, fraction: float 
         raise ConfigError(f"--fraction {fraction} is not among the run's fractions {fracs}")
     mask_path = rd / mask_filename(fraction, len(fracs) > 1)
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"{out} exists and is not empty")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"{out} exists and is not an empty folder")
     cfg = record["config"]
     num_labels = get_task(cfg["task"]).num_labels if not Path(cfg["task"]).exists() else None
     if num_labels is None:
@@ -50,18 +50,51 @@ def export_masked(results_dir: str | Path, out_dir: str | Path, fraction: float 
     # (source + seeded head) is the one the mask was selected on.
     if saved is not None and not torch.equal(saved, mask.values):
         raise MaskMismatchError(f"the model rebuilt from {rd} differs from the run's model at the masked positions")
-    tmp = out.parent / f".{out.name}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
+    check_output_parent(out.parent, flag="the output folder's parent")
+    tmp = out.parent / f".{out.name}{PARTIAL_SUFFIX}"
+    try:
+        tmp.mkdir()  # exclusive: a partial folder this call did not create is never touched
+    except FileExistsError:
+        raise OutputError(f"{tmp} exists (another export to {out} is running, or one was killed); "
+                          "remove it or choose another output folder") from None
+    except OSError as e:
+        raise (filesystem_error(e, tmp) or e) from None
     try:
         lm.model.save_pretrained(str(tmp))
         lm.tokenizer.save_pretrained(str(tmp))
         (tmp / "mft_mask_info.json").write_text(json.dumps({"results_dir": str(rd.resolve()), "fraction": fraction,
                                                            "zeroed": len(mask)}, indent=2))
-    except BaseException:
+        if out.is_dir():
+            out.rmdir()  # empty (checked above): the folder the user named for the export
+        rename_noreplace(tmp, out)
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        err = filesystem_error(e, tmp)
+        if err is not None:
+            raise err from None
         raise
-    if out.exists():
-        out.rmdir()
-    tmp.rename(out)
     return out
 
+
+def read_run_record(rd: Path) -> dict[str, Any]:
+    """results.json of an `mft run` folder, checked for what export reads; ConfigError names what is wrong."""
+    rj = rd / "results.json"
+    if not rj.is_file():
+        raise ConfigError(f"{rd} is not an mft run results folder (no results.json)")
+    try:
+        record = json.loads(rj.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ConfigError(f"{rj} is not valid JSON ({type(e).__name__})") from None
+    cfg = record.get("config") if isinstance(record, dict) else None
+    fr = record.get("fractions") if isinstance(record, dict) else None
+    if not isinstance(cfg, dict) or not isinstance(fr, list) or not fr:
+        raise ConfigError(f"{rj} is not an mft run record (needs a config object and a non-empty fractions list)")
+    for f in fr:
+        if not isinstance(f, dict) or isinstance(f.get("fraction"), bool) or not isinstance(f.get("fraction"), (int, float)):
+            raise ConfigError(f"{rj}: every entry of fractions needs a numeric fraction")
+    for key, kind in (("model", str), ("task", str), ("seed", int)):
+        if not isinstance(cfg.get(key), kind) or isinstance(cfg.get(key), bool):
+            raise ConfigError(f"{rj}: config.{key} is missing or not a {kind.__name__}")
+    if not isinstance(record.get("before", {}), dict):
+        raise ConfigError(f"{rj}: before is not an object")
+    return record

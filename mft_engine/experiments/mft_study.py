@@ -5,24 +5,32 @@ returns a StudyResult. Nothing is chosen from validation data here, so the whole
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Iterator
 
 import torch
 
+from .. import ops
 from ..collect import Batch, GradientState, collect_gradients
+from ..collect.provenance import build_provenance, model_fingerprint, provenance_difference
+from ..collect.state import StateError
 from ..config import RunConfig
 from ..data import (TaskData, fixed_batches, load_data, select_samples, split_by_length, token_budget_batches,
                     tokenize_split)
-from ..errors import ResumeError
+from ..errors import ConfigError, ResumeError
 from ..evaluate import evaluate_model
 from ..masking import eligible_parameters, random_mask, select_detrimental
 from ..models import load_model
 from ..report import ResultsFolder, machine_info, versions
+from ..report.folder import PARTIAL_SUFFIX
 from .outputs import write_outputs
 
 log = logging.getLogger("mft_engine")
@@ -101,21 +109,71 @@ def gradient_batches(cfg: RunConfig, tokens, train: TaskData, rows: list[int]) -
     return out
 
 
+CHECKPOINT = "collect_checkpoint.safetensors"
+
+
+@contextlib.contextmanager
+def _phase(name: str) -> Iterator[None]:
+    """Log a phase's start and end (logs/run.log): the boundaries a killed run is resumed across."""
+    log.info("phase %s start", name)
+    yield
+    log.info("phase %s end", name)
+
+
+def resume_config(resume: str | Path, given: dict[str, Any]) -> RunConfig:
+    """The RunConfig of the interrupted run in `resume` (its `.mft_<stamp>.partial` folder) with the flags
+    `given` now; refused (ResumeError, nothing touched) unless the folder is a resumable partial folder with
+    its config.json and collection checkpoint, or when a given flag other than --fraction differs."""
+    path = Path(resume)
+    if not path.is_dir():
+        raise ResumeError(f"--resume {path} is not a folder")
+    if not (path.name.startswith(".") and path.name.endswith(PARTIAL_SUFFIX)):
+        what = "a finished results folder" if (path / "results.json").is_file() else "not an interrupted run's folder"
+        raise ResumeError(f"--resume {path} is {what}; only an interrupted run's .mft_<time>.partial folder can be resumed")
+    saved = path / "config.json"
+    try:
+        base = json.loads(saved.read_text())
+        if not isinstance(base, dict):
+            raise ValueError
+    except (OSError, ValueError):
+        raise ResumeError(f"--resume {path} is not an interrupted mft run folder (no readable config.json in it)") from None
+    conflicts = [k for k, v in given.items() if k in base and k != "fraction" and base[k] != v]
+    if conflicts:
+        what = ", ".join(f"--{k.replace('_', '-')}" for k in conflicts)
+        raise ResumeError(f"--resume {path} was started with another configuration ({what} differ)")
+    if not (path / CHECKPOINT).is_file():
+        raise ResumeError(f"--resume {path} holds no collection checkpoint ({CHECKPOINT}): the run was started with "
+                          "--checkpoint-every 0, so it cannot be resumed; start it again")
+    return RunConfig.from_dict({**base, **given})
+
+
+def _load_checkpoint(path: Path, meta: dict, model) -> tuple[GradientState, dict]:
+    """The checkpoint of a resumed run, checked against this run's collection key and model."""
+    state, extra = GradientState.load(path, with_extra=True)
+    if state.meta.get("collection_key") != meta["collection_key"]:
+        raise ResumeError(f"--resume {path.parent} was collected with another configuration "
+                          f"({state.meta.get('collection_key')} vs {meta['collection_key']})")
+    saved = state.meta.get("provenance")
+    if saved is not None:
+        diff = provenance_difference(saved, meta["provenance"])
+        if diff is not None:
+            raise ResumeError(f"--resume {path.parent} cannot continue: {diff}")
+    state.check_matches([(n, p) for n, p in model.named_parameters() if p.requires_grad])
+    return state, extra
+
+
 def _collect(cfg: RunConfig, model, batches: list[Batch], folder: ResultsFolder, progress: Progress,
-             meta: dict, resume: bool) -> GradientState:
-    ckpt_path = folder.path / "collect_checkpoint.safetensors"
+             meta: dict, resumed: tuple[GradientState, dict] | None) -> GradientState:
+    ckpt_path = folder.path / CHECKPOINT
     state, skip = None, 0
-    if resume:
-        if not ckpt_path.is_file():
-            raise ResumeError(f"--resume {folder.path} holds no collection checkpoint (collect_checkpoint.safetensors)")
-        state, extra = GradientState.load(ckpt_path, with_extra=True)
-        if state.meta.get("collection_key") != meta["collection_key"]:
-            raise ResumeError(f"--resume {folder.path} was collected with another configuration "
-                              f"({state.meta.get('collection_key')} vs {meta['collection_key']})")
-        state.check_matches([(n, p) for n, p in model.named_parameters() if p.requires_grad])
+    if resumed is not None:
+        state, extra = resumed
         skip = state.n_batches
         torch.set_rng_state(extra["rng"])
-        log.info("resuming collection after %d of %d batches", skip, len(batches))
+        if skip >= len(batches):
+            log.info("the checkpoint holds the whole collection (%d batches); not collecting again", skip)
+        else:
+            log.info("resuming collection after %d of %d batches", skip, len(batches))
     else:
         torch.manual_seed(cfg.seed)
 
@@ -124,31 +182,60 @@ def _collect(cfg: RunConfig, model, batches: list[Batch], folder: ResultsFolder,
 
     progress.phase("collect gradients", len(batches))
     progress.advance(skip)
-    state = collect_gradients(
-        model, batches, state=state, train_mode=not cfg.eval_mode, precision=cfg.precision, skip=skip,
-        on_batch=lambda i, loss: progress.advance(1, loss=loss), checkpoint=checkpoint,
-        checkpoint_every=cfg.checkpoint_every, meta=meta)
+    if skip < len(batches):
+        state = collect_gradients(
+            model, batches, state=state, train_mode=not cfg.eval_mode, precision=cfg.precision, skip=skip,
+            on_batch=lambda i, loss: progress.advance(1, loss=loss), checkpoint=checkpoint,
+            checkpoint_every=cfg.checkpoint_every, meta=meta)
+        if cfg.checkpoint_every and state.n_batches % cfg.checkpoint_every:
+            # The whole collection, kept until commit: a kill after this point does not collect again.
+            checkpoint(state, state.n_batches)
     progress.done()
-    if ckpt_path.exists():
-        ckpt_path.unlink()
     return state
 
 
-def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Path | None = None,
-              on_folder: Callable[[Path], None] | None = None) -> StudyResult:
+def _data_digest(data: TaskData) -> str:
+    """sha256 of a split's texts, text pairs and labels, in row order: the data a state was built from."""
+    h = hashlib.sha256()
+    h.update(json.dumps([data.texts, data.text_pairs, data.labels, data.row_ids]).encode())
+    return h.hexdigest()
+
+
+def _reuse_state(cfg: RunConfig, model, provenance: dict) -> tuple[GradientState, bool]:
+    """The --state file, refused when it was built from another model, data, rows or collection settings;
+    (state, whether its provenance was checked) — states written before provenance are accepted with a warning."""
+    state = GradientState.load(cfg.state)
+    state.check_matches([(n, p) for n, p in model.named_parameters() if p.requires_grad])
+    saved = state.meta.get("provenance")
+    if saved is None:
+        warnings.warn(f"--state {cfg.state} records nothing of what it was built from (written before provenance "
+                      "was recorded); it is used unchecked", stacklevel=2)
+        log.warning("--state %s has no provenance; used unchecked", cfg.state)
+        return state, False
+    diff = provenance_difference(saved, provenance)
+    if diff is not None:
+        raise StateError(f"--state {cfg.state} does not fit this run: {diff}")
+    return state, True
+
+
+def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Path | None = None) -> StudyResult:
     """Run the BERT-MFT study described by `cfg`; write and return its results folder.
 
-    Cost on the defaults (minilm, 1000 SST-2 samples): one forward+backward per sample, three
-    evaluations of the validation split per fraction (before, after, control), and per fraction one
-    sampled-bracket selection pass over θ and g.
+    `resume` names an interrupted run's `.mft_<stamp>.partial` folder (see `resume_config`): the run goes on
+    from its collection checkpoint and ends with the results the uninterrupted run would have written.
+    Phases, each logged at start and end: evaluate before → collect → select → evaluate (after, control) →
+    write. Cost on the defaults (minilm, 1000 SST-2 samples): one forward+backward per sample, three
+    evaluations of the validation split per fraction (before, after, control), per fraction one
+    sampled-bracket selection pass over θ and g, and one sha256 pass over the weights (provenance).
     """
     progress = progress or Progress()
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    folder_cm = ResultsFolder(cfg.out, "mft", resume=resume)
-    with folder_cm as folder:
-        if on_folder is not None:
-            on_folder(folder.path)
+    with ResultsFolder(cfg.out, "mft", resume=resume) as folder:
+        if resume is None:
+            folder.write_json("config.json", cfg.to_dict())
+        if cfg.checkpoint_every:
+            folder.keep_on_failure(CHECKPOINT)
         log.info("config: %s", cfg.to_dict())
         train, val = load_data(cfg, "train"), load_data(cfg, "validation")
         timings["load_data_s"] = time.perf_counter() - t0
@@ -159,6 +246,10 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
         model, tok = lm.model, lm.tokenizer
         timings["load_model_s"] = time.perf_counter() - t
         log.info("model: %s", lm.source)
+        named_all = list(model.named_parameters())
+        eligible_all = eligible_parameters(named_all, cfg.exclude_patterns())
+        if not eligible_all:
+            raise ConfigError(f"--exclude {cfg.exclude!r} leaves no eligible parameter")
 
         t = time.perf_counter()
         rows = select_samples(len(train), cfg.samples, order=cfg.sample_order, seed=cfg.seed)
@@ -166,74 +257,85 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
         val_tokens = tokenize_split(tok, val, None, max_length=cfg.max_length)
         timings["tokenize_s"] = time.perf_counter() - t
 
-        t = time.perf_counter()
-        before = _evaluate(model, val_tokens, val, cfg, progress, "before")
-        timings["evaluate_before_s"] = time.perf_counter() - t
-
         batches = gradient_batches(cfg, train_tokens, train, rows)
         used_rows = [r for b in fixed_batches(rows, cfg.batch_size, keep_last=cfg.keep_last) for r in b] \
             if cfg.reduction == "batch-sum" else list(rows)
+        row_ids = [train.row_ids[r] for r in used_rows]
+        provenance = build_provenance(
+            model_fingerprint=model_fingerprint(model), rows=row_ids, data_files={"train": _data_digest(train)},
+            reduction=cfg.reduction, batch_size=cfg.batch_size, train_mode=not cfg.eval_mode, seed=cfg.seed,
+            precision=cfg.precision, max_length=cfg.max_length)
         meta = {"collection_key": cfg.collection_key(), "reduction": cfg.reduction,
-                "train_mode": not cfg.eval_mode, "rows": [train.row_ids[r] for r in used_rows]}
-        t = time.perf_counter()
+                "train_mode": not cfg.eval_mode, "rows": row_ids, "provenance": provenance}
+        resumed = _load_checkpoint(folder.path / CHECKPOINT, meta, model) if resume is not None else None
+        provenance_checked = None
+        reused = None
         if cfg.state:
-            state = GradientState.load(cfg.state)
-            state.check_matches([(n, p) for n, p in model.named_parameters() if p.requires_grad])
-        else:
-            state = _collect(cfg, model, batches, folder, progress, meta, resume is not None)
+            reused, provenance_checked = _reuse_state(cfg, model, provenance)
+        folder.confirm()
+
+        t = time.perf_counter()
+        with _phase("evaluate-before"):
+            before = _evaluate(model, val_tokens, val, cfg, progress, "before")
+        timings["evaluate_before_s"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        with _phase("collect"):
+            state = reused if reused is not None else _collect(cfg, model, batches, folder, progress, meta, resumed)
         timings["collect_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        named_all = list(model.named_parameters())
-        eligible = [(n, p) for n, p in eligible_parameters(named_all, cfg.exclude_patterns()) if n in state.grad_sum]
+        eligible = [(n, p) for n, p in eligible_all if n in state.grad_sum]
         if not eligible:
-            from ..errors import ConfigError
-
-            raise ConfigError(f"--exclude {cfg.exclude!r} leaves no eligible parameter")
-        progress.phase("select", len(cfg.fraction))
-        selections = select_detrimental(eligible, state.grad_sum, cfg.lr, cfg.fraction, cfg.rank_by, cfg.literal,
-                                        seed=cfg.seed)
-        progress.done()
+            raise ConfigError(f"--exclude {cfg.exclude!r} leaves no eligible parameter with a gradient")
+        with _phase("select"):
+            progress.phase("select", len(cfg.fraction))
+            selections = select_detrimental(eligible, state.grad_sum, cfg.lr, cfg.fraction, cfg.rank_by, cfg.literal,
+                                            seed=cfg.seed)
+            progress.done()
+            # The study's headline count covers every parameter, the head included.
+            all_named = [(n, p) for n, p in named_all if n in state.grad_sum]
+            n_det_all = int(ops.detrimental_count([p.detach() for _, p in all_named],
+                                                  [state.grad_sum[n] for n, _ in all_named],
+                                                  cfg.lr, literal=cfg.literal, names=[n for n, _ in all_named]).sum())
         timings["select_s"] = time.perf_counter() - t
-        # The study's headline count covers every parameter, the head included.
-        from .. import ops
-
-        all_named = [(n, p) for n, p in named_all if n in state.grad_sum]
-        n_det_all = int(ops.detrimental_count([p.detach() for _, p in all_named], [state.grad_sum[n] for n, _ in all_named],
-                                              cfg.lr, literal=cfg.literal, names=[n for n, _ in all_named]).sum())
 
         rows_out = []
-        for sel in selections:
-            t = time.perf_counter()
-            sel.mask.apply(model)
-            zero_s = time.perf_counter() - t
-            after = _evaluate(model, val_tokens, val, cfg, progress, f"after {sel.fraction:g}")
-            sel.mask.restore(model)
-            entry = {**sel.to_dict(), "zero_s": zero_s, "after": after}
-            if cfg.control:
-                ctrl = random_mask(eligible, sel.k, seed=cfg.seed + 1)
-                ctrl.apply(model)
-                entry["control"] = _evaluate(model, val_tokens, val, cfg, progress, f"control {sel.fraction:g}")
-                ctrl.restore(model)
-                entry["control_mask"] = ctrl
-            rows_out.append(entry)
-        timings["zero_and_evaluate_s"] = sum(e["zero_s"] for e in rows_out)
+        t = time.perf_counter()
+        with _phase("evaluate-after"):
+            for sel in selections:
+                tz = time.perf_counter()
+                sel.mask.apply(model)
+                zero_s = time.perf_counter() - tz
+                after = _evaluate(model, val_tokens, val, cfg, progress, f"after {sel.fraction:g}")
+                sel.mask.restore(model)
+                entry = {**sel.to_dict(), "zero_s": zero_s, "after": after}
+                if cfg.control:
+                    ctrl = random_mask(eligible, sel.k, seed=cfg.seed + 1)
+                    ctrl.apply(model)
+                    entry["control"] = _evaluate(model, val_tokens, val, cfg, progress, f"control {sel.fraction:g}")
+                    ctrl.restore(model)
+                    entry["control_mask"] = ctrl
+                rows_out.append(entry)
+        timings["zero_and_evaluate_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - t0
 
         record = {
             "config": cfg.to_dict(),
             "versions": versions(),
             "machine": machine_info(),
-            "model": {"source": lm.source, "total_params": sum(p.numel() for _, p in named_all)},
+            "model": {"source": lm.source, "total_params": sum(p.numel() for _, p in named_all),
+                      "fingerprint": provenance["model_fingerprint"]},
             "data": {"train_source": train.source, "validation_source": val.source, "n_train_rows": len(train),
-                     "n_validation": len(val), "samples_used": len(used_rows), "rows_used": meta["rows"]},
+                     "n_validation": len(val), "samples_used": len(used_rows), "rows_used": row_ids},
             "collection": {"reduction": cfg.reduction, "train_mode": not cfg.eval_mode, "precision": cfg.precision,
                            "lr": cfg.lr, "lr_fp32": cfg.lr32, "batch_sizes": state.batch_sizes,
                            # the hypothetical step θ − lr·g: its size tells batch-sum from mean (~N/32× smaller)
                            "step_l2_norm": cfg.lr32 * math.sqrt(sum(float(g.double().square().sum())
                                                                     for g in state.grad_sum.values())),
                            "n_batches": state.n_batches, "mean_batch_loss": (sum(state.batch_losses) / max(len(state.batch_losses), 1)),
-                           "reused_state": cfg.state},
+                           "reused_state": cfg.state, "provenance_checked": provenance_checked,
+                           "resumed": resume is not None},
             "counts": {"total": sum(p.numel() for _, p in named_all),
                        "detrimental_total": n_det_all,
                        "eligible": selections[0].n_eligible,
@@ -244,5 +346,7 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
             "fractions": rows_out,
             "timings": timings,
         }
-        out = write_outputs(folder, cfg, record, state, selections, eligible, named_all)
+        with _phase("write"):
+            out = write_outputs(folder, cfg, record, state, selections, eligible, named_all)
+        log.info("committed %s", out)
     return StudyResult(out, record, state, selections)

@@ -93,13 +93,17 @@ def write_outputs(folder: ResultsFolder, cfg: RunConfig, record: dict[str, Any],
     record["per_layer"] = list(per_layer.values())
 
     for s, f in zip(selections, record["fractions"]):
-        s.mask.save(folder.path / mask_filename(s.fraction, several))
+        with folder.writing(mask_filename(s.fraction, several)) as p:
+            s.mask.save(p)
         f["mask_file"] = mask_filename(s.fraction, several)
         f.pop("control_mask", None)
-    state.save(folder.path / "gradient_state.safetensors")
+    with folder.writing("gradient_state.safetensors") as p:
+        state.save(p)
     folder.write_json("gradient_statistics.json", state.statistics())
-    plot_training_loss(state.batch_losses, folder.path / "training_loss.png")
-    plot_layer_zeroed(record["per_layer"], folder.path / "layer_zeroed.png")
+    with folder.writing("training_loss.png") as p:
+        plot_training_loss(state.batch_losses, p)
+    with folder.writing("layer_zeroed.png") as p:
+        plot_layer_zeroed(record["per_layer"], p)
     folder.write_text("summary.txt", summary_text(record))
     folder.write_json("results.json", record)
     out = folder.commit()

@@ -48,7 +48,7 @@ from ..errors import ConfigError, MftError, ResumeError
 from ..evaluate.bootstrap import DEFAULT_RESAMPLES, bootstrap_ci
 from ..experiments.mft_study import Progress
 from ..report import ResultsFolder, machine_info, versions
-from ..report.folder import PARTIAL_SUFFIX, _jsonable
+from ..report.folder import PARTIAL_SUFFIX, jsonable as _jsonable
 from .config import FinetuneConfig
 from .run import finetune
 
@@ -297,12 +297,6 @@ def run_cell(cell: Cell, parent: Path, progress: Progress | None = None) -> Path
     return final
 
 
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(data), indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def _load_record(run_dir: Path) -> dict[str, Any]:
     return json.loads((run_dir / "results.json").read_text())
 
@@ -336,9 +330,10 @@ def _existing_sweep(config: SweepConfig, resume: str | Path | None) -> tuple[Pat
     for p in (partial, final):
         if (p / SWEEP_FILE).is_file():
             return p, p
-    if final.exists():
-        raise ConfigError(f"{final} exists and is not a sweep folder; choose another --name or --out")
-    return None, partial
+    for p in (final, partial):
+        if p.exists():
+            raise ConfigError(f"{p} exists and is not a sweep folder; choose another --name or --out")
+    return None, None
 
 
 def _merge_stored(config: SweepConfig, folder: Path) -> SweepConfig:
@@ -383,7 +378,9 @@ def sweep(config: SweepConfig, resume: str | Path | None = None, progress: Progr
         previous = {c["id"]: c for c in json.loads((existing / SWEEP_FILE).read_text()).get("cells", [])}
 
     t0 = time.perf_counter()
-    with ResultsFolder(config.out, "sweep", resume=target) as folder:
+    name = f"sweep_{config.name}" if config.name is not None else None
+    with ResultsFolder(config.out, "sweep", resume=target, name=name) as folder:
+        folder.confirm()
         cells_dir = folder.path / CELLS_DIR
         cells_dir.mkdir(exist_ok=True)
         entries = [{"id": c.id, "values": c.values, "path": f"{CELLS_DIR}/{c.id}", "status": "pending",
@@ -391,7 +388,11 @@ def sweep(config: SweepConfig, resume: str | Path | None = None, progress: Progr
         state = {"kind": "sweep", "config": config.to_dict(), "cells": entries}
 
         def save_state() -> None:
-            _write_json_atomic(folder.path / SWEEP_FILE, state)
+            folder.write_json(SWEEP_FILE, state)
+            if any(e["status"] == "finished" for e in entries):
+                # Finished cells are the sweep's checkpoint: kept, with sweep.json, whatever fails later.
+                folder.keep_on_failure(SWEEP_FILE, delete_after_commit=False)
+                folder.keep_on_failure(CELLS_DIR, delete_after_commit=False)
 
         for e in entries:
             if (folder.path / e["path"] / "results.json").is_file():
@@ -448,9 +449,11 @@ def sweep(config: SweepConfig, resume: str | Path | None = None, progress: Progr
             "peak_mem_note": "cells run in one process: peak_mem_bytes is the sweep process's high-water mark",
             "timings": {"total_s": time.perf_counter() - t0},
         }
-        _write_csv(folder.path / "sweep.csv", rows)
+        with folder.writing("sweep.csv") as p:
+            _write_csv(p, rows)
         if len(config.grid) == 2 and best is not None:
-            plot_sweep_heatmap(config.grid, rows, best, folder.path / "sweep_heatmap.png")
+            with folder.writing("sweep_heatmap.png") as p:
+                plot_sweep_heatmap(config.grid, rows, best, p)
         folder.write_json("results.json", record)
         folder.write_text("summary.txt", sweep_summary(record, rows))
         save_state()

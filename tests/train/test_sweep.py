@@ -183,7 +183,9 @@ def test_killed_mid_cell_then_resumed(keyword_glue, tmp_path, capsys, monkeypatc
     partial = out / ".sweep_k.partial"
     state = json.loads((partial / "sweep.json").read_text())
     assert [c["status"] for c in state["cells"]] == ["finished", "interrupted", "pending"]
-    assert (partial / "cells" / ".lr=0.002.run").is_dir()  # the killed cell's leftovers
+    # the killed cell could not be resumed, so it removed its own staging folder; the finished one stays
+    assert sorted(p.name for p in (partial / "cells").iterdir()) == ["lr=0.001"]
+    assert f"--resume {partial}" in err
     first = (partial / "cells" / "lr=0.001" / "results.json").stat().st_mtime_ns
 
     calls.clear()
@@ -251,3 +253,45 @@ def test_bad_seeds(keyword_glue, tmp_path, capsys, args, needle):
     out = tmp_path / "results"
     code, _, err = _cli(["finetune", *TINY, "--data-dir", str(keyword_glue), "--out", str(out), *args], capsys)
     assert_clean_failure(code, err, out, needle)
+
+
+def test_an_error_while_resuming_keeps_every_finished_cell(keyword_glue, tmp_path, capsys, monkeypatch):
+    import errno
+    import hashlib
+    import os
+
+    real = sweep_module.finetune
+    calls, kill_at = [], [2]
+
+    def killing(cfg, progress=None, **kw):
+        calls.append(cfg.lr)
+        return real(cfg, _Kill() if len(calls) in kill_at else None, **kw)
+
+    monkeypatch.setattr(sweep_module, "finetune", killing)
+    out = tmp_path / "results"
+    code, _, _ = _cli(["sweep", *TINY, "--data-dir", str(keyword_glue), "--out", str(out), "--name", "k",
+                       "--grid", "lr=1e-3,2e-3"], capsys)
+    assert code == 130
+    partial = out / ".sweep_k.partial"
+    first = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (partial / "cells" / "lr=0.001").rglob("*") if p.is_file()}
+
+    def disk_full(*a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    calls.clear()
+    kill_at.clear()
+    monkeypatch.setattr(sweep_module, "_write_csv", disk_full)
+    code, _, err = _cli(["sweep", "--resume", str(partial), "--quiet"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "no space left on device" in err.lower() and f"--resume {partial}" in err
+    assert calls == [2e-3]
+    assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (partial / "cells" / "lr=0.001").rglob("*") if p.is_file()} == first
+    assert sorted(p.name for p in (partial / "cells").iterdir()) == ["lr=0.001", "lr=0.002"]
+
+    monkeypatch.undo()
+    monkeypatch.setattr(sweep_module, "finetune", killing)
+    calls.clear()
+    code, _, err = _cli(["sweep", "--resume", str(partial), "--quiet"], capsys)
+    assert code == 0, err
+    assert calls == []  # both cells were kept finished
+    assert (out / "sweep_k" / "sweep.csv").is_file()
