@@ -41,7 +41,7 @@ def export_masked(results_dir: str | Path, out_dir: str | Path, fraction: float 
     if num_labels is None:
         num_labels = len(record["before"].get("recall_per_class", [0])) or 1
     lm = load_model(cfg["model"], num_labels, seed=cfg["seed"],
-                    problem_type="regression" if num_labels == 1 else None)
+                    problem_type="regression" if num_labels == 1 else None, max_length=cfg.get("max_length"))
     mask = Mask.load(mask_path)
     saved = mask.values
     mask.values = None

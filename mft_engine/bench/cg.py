@@ -45,7 +45,7 @@ def run(model: str, task: str = "sst2", data_dir: str | None = None, samples: in
     """
     from ..data import load_data
     from ..experiments.scoring_setup import ScoringConfig, ScoringData, load_checkpoint
-    from ..masking import eligible_parameters
+    from ..masking import check_exclude_patterns, eligible_parameters
     from ..report import machine_info
     from .hvp import _Silent
 
@@ -55,6 +55,7 @@ def run(model: str, task: str = "sst2", data_dir: str | None = None, samples: in
     lm = load_checkpoint(cfg, model, probe)
     net = lm.model.to(DTYPES[dtype]).eval()
     data = ScoringData(cfg, lm.tokenizer)
+    check_exclude_patterns(list(net.named_parameters()), cfg.exclude)
     names = [n for n, _ in eligible_parameters(list(net.named_parameters()), cfg.exclude_patterns())]
     train, score = data.objectives(net, names)
     like = train.params()

@@ -68,7 +68,7 @@ def run(model: str = "minilm", task: str = "sst2", samples: int = 512, reduction
     cfg = RunConfig(model=model, task=task, samples=samples, reduction=reduction, eval_mode=not train_mode,
                     data_dir=data_dir, precision="fp32")
     data = load_task(task, "train", data_dir)
-    lm = load_model(model, data.num_labels, seed=0)
+    lm = load_model(model, data.num_labels, seed=0, max_length=128)
     m = lm.model
     rows = select_samples(len(data), samples, order="first", seed=0)
     tokens = tokenize_split(lm.tokenizer, data, rows, max_length=128)
@@ -147,7 +147,7 @@ def profile(model: str = "minilm", samples: int = 128, reduction: str = "batch-s
     from torch.profiler import profile as tprofile
 
     data = load_task("sst2", "train")
-    lm = load_model(model, 2, seed=0)
+    lm = load_model(model, 2, seed=0, max_length=128)
     cfg = RunConfig(model=model, samples=samples, reduction=reduction, eval_mode=reduction == "mean")
     rows = select_samples(len(data), samples)
     tokens = tokenize_split(lm.tokenizer, data, rows)

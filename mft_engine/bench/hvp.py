@@ -46,7 +46,7 @@ def run(model: str = "minilm", samples: int = 32, vectors: int = 8, repeats: int
 
     progress = progress or _Silent()
     data = load_task(task, "train", data_dir)
-    lm = load_model(model, data.num_labels, seed=0)
+    lm = load_model(model, data.num_labels, seed=0, max_length=128)
     rows = select_samples(len(data), samples, order="first", seed=0)
     tokens = tokenize_split(lm.tokenizer, data, rows, max_length=128)
     batches = [tokens.batch(g, data.labels) for g in fixed_batches(rows, 32, keep_last=True)]

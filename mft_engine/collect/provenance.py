@@ -103,6 +103,11 @@ def _rows_text(rows: dict[str, Any], other: str = "") -> str:
     return f"{count} {other}rows ({'first ' if isinstance(count, int) and count > len(first) else ''}{listed})"
 
 
+def _mapping(x: Any) -> dict:
+    # A hand-edited state may hold anything here; it then differs rather than raising.
+    return x if isinstance(x, dict) else {}
+
+
 def _mode(train_mode: Any) -> str:
     return "train mode (dropout on)" if train_mode else "eval mode (dropout off)"
 
@@ -127,7 +132,7 @@ def provenance_difference(saved: dict | None, current: dict) -> str | None:
     if a != b:
         return f"the model differs (fingerprint {_short(a)} vs {_short(b)})"
 
-    fa, fb = saved.get("data_files") or {}, current.get("data_files") or {}
+    fa, fb = _mapping(saved.get("data_files")), _mapping(current.get("data_files"))
     if sorted(fa) != sorted(fb):
         return (f"it was collected with data files {', '.join(sorted(fa)) or '(none)'} and this run has data "
                 f"files {', '.join(sorted(fb)) or '(none)'}")
@@ -135,7 +140,7 @@ def provenance_difference(saved: dict | None, current: dict) -> str | None:
         if fa[role] != fb[role]:
             return f"the {role} data differs (sha256 {_short(fa[role])} vs {_short(fb[role])})"
 
-    ra, rb = saved.get("rows") or {}, current.get("rows") or {}
+    ra, rb = _mapping(saved.get("rows")), _mapping(current.get("rows"))
     if ra.get("count") != rb.get("count") or ra.get("sha256") != rb.get("sha256"):
         if ra.get("count") == rb.get("count") and ra.get("first") == rb.get("first"):
             # The shown rows agree: say the difference lies further on rather than print two equal lists.

@@ -12,10 +12,12 @@ from mft_engine.data.batching import (
     validation_halves,
 )
 from mft_engine.data.glue import find_task_dir, parse_glue_rows, read_glue_file, read_glue_split
-from mft_engine.data.local import load_local, load_local_split, local_split_path
+from mft_engine.data.local import check_label_outliers, load_local, load_local_split, local_split_path
 from mft_engine.data.sources import (
     ENV_DATA_DIR,
     HUB_DATASET,
+    hub_host,
+    hub_reachable,
     hub_unavailable_reason,
     load_embedded,
     load_data,
@@ -30,10 +32,13 @@ __all__ = [
     "TaskData",
     "TaskSpec",
     "TokenizedSplit",
+    "check_label_outliers",
     "encode",
     "find_task_dir",
     "fixed_batches",
     "get_task",
+    "hub_host",
+    "hub_reachable",
     "hub_unavailable_reason",
     "load_embedded",
     "load_data",

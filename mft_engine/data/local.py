@@ -11,6 +11,7 @@ import csv
 import json
 import math
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -19,6 +20,11 @@ from mft_engine.data.tasks import SPLIT_ALIASES, TaskData, TaskSpec
 
 _FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 _INT = re.compile(r"[+-]?\d+")
+
+#: A label value rarer than this share of the rows (and than RARE_MAX_ROWS rows) among common ones is
+#: taken for a typo (a lone `7` among 0/1, a lone `0.5` among integers) rather than a class or a score.
+RARE_FRACTION = 0.001
+RARE_MAX_ROWS = 5
 
 
 def _records(path: Path, fmt: str, quoted: bool) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -80,6 +86,56 @@ def _looks_like_scores(raw: list[Any]) -> bool:
     )
 
 
+def _numbers(raw: list[Any]) -> list[float] | None:
+    """Every label as a float, or None when one is not a number (or is a JSON bool)."""
+    out = []
+    for x in raw:
+        if isinstance(x, bool):
+            return None
+        try:
+            out.append(float(x))
+        except (TypeError, ValueError):
+            return None
+    return out
+
+
+def check_label_outliers(path: Path | str, raw_labels: list[tuple[int, Any]]) -> None:
+    """Raise DataError naming the first suspicious row of a label column whose type is being inferred.
+
+    Suspicious: (a) numeric labels of which some, but fewer than RARE_FRACTION of the rows, are not
+    integers (a lone `0.5` among integers would otherwise turn the task into regression); (b) a label
+    value held by fewer than RARE_FRACTION of the rows and fewer than RARE_MAX_ROWS rows while other
+    values are common (a lone `7` among 0/1 would otherwise add classes). Files under 1,000 rows never
+    trip either rule (one row is then at least 0.1%). `raw_labels` holds (line number, raw value) pairs.
+    Cost: one pass over the labels.
+    """
+    n = len(raw_labels)
+    limit = RARE_FRACTION * n
+    numbers = _numbers([raw for _, raw in raw_labels])
+    if numbers is not None:
+        odd = [(line, raw) for (line, raw), v in zip(raw_labels, numbers) if not v.is_integer()]
+        if odd and len(odd) < limit:
+            line, raw = odd[0]
+            raise DataError(
+                f"{path} line {line} has label {raw!r}, "
+                f"{'the only non-integer label' if len(odd) == 1 else f'one of {len(odd)} non-integer labels'} "
+                f"among {n - len(odd)} integers (fewer than {RARE_FRACTION:.1%}); fix the row, or give every "
+                "row a score for a regression task."
+            )
+    keys = [_label_key(raw) for _, raw in raw_labels]
+    counts = Counter(keys)
+    rare = {k for k, c in counts.items() if c < limit and c < RARE_MAX_ROWS}
+    if rare and len(rare) < len(counts):
+        i = next(i for i, k in enumerate(keys) if k in rare)
+        line, raw = raw_labels[i]
+        common = min(c for k, c in counts.items() if k not in rare)
+        raise DataError(
+            f"{path} line {line} has label {raw!r}, held by only {counts[keys[i]]} of {n} rows "
+            f"(fewer than {RARE_FRACTION:.1%} and fewer than {RARE_MAX_ROWS}) while every other label has at "
+            f"least {common}; fix or remove the row."
+        )
+
+
 def load_local(
     path: str | Path,
     *,
@@ -97,7 +153,10 @@ def load_local(
 
     `text_column` defaults to "text", else "sentence", whichever the file has.
     Labels: with `regression=True`, floats; `regression=None` decides from the file (regression when
-    every label is a number and one is not an integer). Otherwise, when `labels` is given, each label
+    every label is a number and one is not an integer). When the labels are inferred (no `labels`, no
+    `regression=True`), a value that looks like a typo is an error naming its line: fewer than 0.1% of
+    non-integers among integers, or a value held by fewer than 0.1% of the rows and fewer than 5 while the
+    others are common (see `check_label_outliers`; files under 1,000 rows never trip it). Otherwise, when `labels` is given, each label
     must be one of those strings (its position is the class id; unknown ones raise DataError naming
     label, file and line). Without `labels`: non-negative integer labels are class ids as they stand (classes
     0..max); any other labels are mapped to ids in sorted order (numeric order for integers). The map
@@ -155,6 +214,8 @@ def load_local(
     if not texts:
         raise DataError(f"{path} has no data rows; expected at least one example.")
 
+    if labels is None and not regression:
+        check_label_outliers(path, raw_labels)
     if regression is None:
         regression = labels is None and _looks_like_scores([raw for _, raw in raw_labels])
     if regression:

@@ -12,7 +12,6 @@ import importlib
 import importlib.util
 import lzma
 import os
-import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -95,8 +94,8 @@ def load_embedded(task: str | TaskSpec, split: str = "train") -> TaskData:
 def hub_unavailable_reason(timeout: float = 1.5) -> str | None:
     """None when the Hub can be used now, else a short reason why not.
 
-    Checks, cheapest first: `datasets` importable; HF_HUB_OFFLINE / HF_DATASETS_OFFLINE not set; a TCP
-    connection to the Hub host (HF_ENDPOINT or huggingface.co, port 443) within `timeout` seconds.
+    Checks, cheapest first: `datasets` importable; HF_HUB_OFFLINE / HF_DATASETS_OFFLINE not set; the Hub
+    endpoint (HF_ENDPOINT or https://huggingface.co) answering within `timeout` seconds (`hub_reachable`).
     """
     if importlib.util.find_spec("datasets") is None:
         return "the `datasets` package is not installed"
@@ -104,18 +103,38 @@ def hub_unavailable_reason(timeout: float = 1.5) -> str | None:
         if os.environ.get(var, "").strip().lower() in _TRUE:
             return f"{var} is set"
     if not _hub_reachable(timeout):
-        return "huggingface.co cannot be reached"
+        return f"{hub_host()} cannot be reached"
     return None
 
 
+def hub_host() -> str:
+    """The host name of the Hugging Face Hub endpoint in use (HF_ENDPOINT, default huggingface.co)."""
+    return urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """True when the Hub endpoint (HF_ENDPOINT, default https://huggingface.co) answers an HTTP HEAD request
+    within about `timeout` seconds (any status counts: the server is there).
+
+    Without a network this answers at once (no DNS) or after `timeout`, where the Hub clients would retry
+    for about 50 s. An HTTP answer, and for https a certificate valid for the host, is required, so a
+    middlebox that accepts every TCP connection does not pass for the Hub. Proxies set in the environment
+    (HTTPS_PROXY, NO_PROXY) are used as the Hub clients use them.
+    """
+    return _hub_reachable(timeout)
+
+
 def _hub_reachable(timeout: float) -> bool:
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    host = url.hostname or "huggingface.co"
-    port = url.port or (80 if url.scheme == "http" else 443)
+    import urllib.error
+    import urllib.request
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/") + "/"
     try:
-        with socket.create_connection((host, port), timeout=timeout):
+        with urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout):
             return True
-    except OSError:
+    except urllib.error.HTTPError:
+        return True  # the server answered, if only with an error status
+    except (OSError, ValueError):  # URLError, timeouts, TLS failures, a malformed HF_ENDPOINT
         return False
 
 
@@ -126,7 +145,9 @@ def load_from_hub(task: str | TaskSpec, split: str = "train") -> TaskData:
     Maps our names to the Hub's: the config (`sst2`, `mnli`, ..., IMDB's `plain_text`), the split (MNLI
     "validation" → "validation_matched", IMDB "validation" → "test") and the columns (MNLI
     premise/hypothesis, MRPC sentence1/sentence2); label ids are kept, since TaskSpec.labels follow
-    the Hub's ClassLabel order. Raises DataError on a split without labels (GLUE's test splits carry -1).
+    the Hub's ClassLabel order. Raises DataError on a split without labels (GLUE's test splits carry -1),
+    DataNotFoundError (one line) when `datasets` fails to load it. Callers probe the Hub first
+    (`hub_unavailable_reason`), as `load_task` does, so that no network fails fast.
     """
     spec = get_task(task)
     split = spec.canonical_split(split)
@@ -134,8 +155,15 @@ def load_from_hub(task: str | TaskSpec, split: str = "train") -> TaskData:
         raise DataNotFoundError(f"task {spec.name} has no Hub configuration; pass --data-dir.")
     datasets = importlib.import_module("datasets")
     hub_split = spec.hub_split(split)
-    ds = datasets.load_dataset(spec.hub_dataset, spec.hub_config, split=hub_split)
     source = f"hub:{spec.hub_dataset}/{spec.hub_config}/{hub_split}"
+    try:
+        ds = datasets.load_dataset(spec.hub_dataset, spec.hub_config, split=hub_split)
+    except Exception as e:  # network drops, a missing dataset or config: one line, not a traceback
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise DataNotFoundError(
+            f"{source} could not be loaded from the Hub ({type(e).__name__}{': ' + first if first else ''}); "
+            "pass --data-dir DIR instead."
+        ) from None
     cols = spec.hub_text_columns or spec.text_columns
     texts = [str(t).strip() for t in ds[cols[0]]]
     pairs = [str(t).strip() for t in ds[cols[1]]] if len(cols) == 2 else None

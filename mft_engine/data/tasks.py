@@ -231,6 +231,19 @@ class TaskData:
         """True for float targets."""
         return self.task.is_regression
 
+    @property
+    def label_summary(self) -> str:
+        """The label type in a few words, for summaries and results.json: "regression (float)" or
+        "2 classes (0, 1)" / "3 classes (neg, neutral, pos)" (the labels in class-id order, the first 10
+        then "..."; "0: negative" where the task names them). For a local file this is what was inferred
+        from its label column."""
+        if self.is_regression:
+            return "regression (float)"
+        labels, named = self.task.labels, self.task.label_names
+        names = [str(lab) if not named or named[i] == lab else f"{lab}: {named[i]}" for i, lab in enumerate(labels)]
+        shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+        return f"{len(names)} classes ({shown})"
+
     def subset(self, indices) -> "TaskData":
         """A new TaskData holding the examples at `indices` (positions in this one), in that order.
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import _help
+from ..config import SEED_MAX, _help, check_int_range
 from ..errors import ConfigError
 from ..evaluate.bootstrap import bootstrap_ci
 from ..report import ResultsFolder
@@ -73,6 +73,8 @@ class FewShotConfig(StudyConfig):
             seeds = parse_int_list("--seeds", self.seeds)
             if not seeds:
                 raise ConfigError("--seeds is empty; expected integers such as 1,2,3")
+            for s in seeds:
+                check_int_range("--seeds", s, 0, SEED_MAX)
             self.seeds = ",".join(str(s) for s in seeds)
 
     @property

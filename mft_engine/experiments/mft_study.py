@@ -27,7 +27,7 @@ from ..data import (TaskData, fixed_batches, load_data, select_samples, split_by
                     tokenize_split)
 from ..errors import ConfigError, ResumeError
 from ..evaluate import evaluate_model
-from ..masking import eligible_parameters, random_mask, select_detrimental
+from ..masking import check_exclude_patterns, eligible_parameters, random_mask, select_detrimental
 from ..models import load_model
 from ..report import ResultsFolder, machine_info, versions
 from ..report.folder import PARTIAL_SUFFIX
@@ -242,11 +242,13 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
 
         t = time.perf_counter()
         lm = load_model(cfg.model, train.num_labels, seed=cfg.seed,
-                        problem_type="regression" if train.is_regression else None)
+                        problem_type="regression" if train.is_regression else None, max_length=cfg.max_length)
         model, tok = lm.model, lm.tokenizer
         timings["load_model_s"] = time.perf_counter() - t
         log.info("model: %s", lm.source)
+        log.info("labels: %s", train.label_summary)
         named_all = list(model.named_parameters())
+        check_exclude_patterns(named_all, cfg.exclude)
         eligible_all = eligible_parameters(named_all, cfg.exclude_patterns())
         if not eligible_all:
             raise ConfigError(f"--exclude {cfg.exclude!r} leaves no eligible parameter")
@@ -324,9 +326,10 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
             "config": cfg.to_dict(),
             "versions": versions(),
             "machine": machine_info(),
-            "model": {"source": lm.source, "total_params": sum(p.numel() for _, p in named_all),
-                      "fingerprint": provenance["model_fingerprint"]},
-            "data": {"train_source": train.source, "validation_source": val.source, "n_train_rows": len(train),
+            "model": {"source": lm.source, "model_type": lm.model_type, "total_params": sum(p.numel() for _, p in named_all),
+                      "fingerprint": provenance["model_fingerprint"], "tokenizer_source": lm.tokenizer_source,
+                      "tokenizer_note": lm.tokenizer_note},
+            "data": {"train_source": train.source, "labels": train.label_summary, "validation_source": val.source, "n_train_rows": len(train),
                      "n_validation": len(val), "samples_used": len(used_rows), "rows_used": row_ids},
             "collection": {"reduction": cfg.reduction, "train_mode": not cfg.eval_mode, "precision": cfg.precision,
                            "lr": cfg.lr, "lr_fp32": cfg.lr32, "batch_sizes": state.batch_sizes,

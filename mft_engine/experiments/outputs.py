@@ -38,6 +38,7 @@ def summary_text(record: dict[str, Any]) -> str:
     lines = [
         "BERT-MFT study (mft run)",
         f"model {record['model']['source']}  task {c['task']}  data {record['data']['train_source']}",
+        f"labels {record['data']['labels']}",
         f"machine {record['machine']['cpu']}  kernel path {record['machine']['kernel_path']}  "
         f"threads {record['machine']['torch_threads']}",
         f"samples used {record['data']['samples_used']} of {c['samples']} ({c['sample_order']}), reduction {col['reduction']}, "
@@ -61,6 +62,8 @@ def summary_text(record: dict[str, Any]) -> str:
         ]
         if "control" in f:
             lines.append(_metric_line("  random control", f["control"]))
+    if record["model"].get("tokenizer_note"):
+        lines += ["", f"note: {record['model']['tokenizer_note']}"]
     lines += ["", "timings (s): " + ", ".join(f"{k} {v:.2f}" for k, v in record["timings"].items())]
     return "\n".join(lines) + "\n"
 

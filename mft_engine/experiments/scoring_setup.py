@@ -20,10 +20,10 @@ import numpy as np
 import torch
 
 from ..collect import GradientState, collect_gradients
-from ..config import EXCLUDE_PRESETS, SAMPLE_ORDERS, _help, round_lr_fp32
+from ..config import COUNT_MAX, EXCLUDE_PRESETS, SAMPLE_ORDERS, SEED_MAX, _help, check_int_range, round_lr_fp32
 from ..data import load_data, select_samples, tokenize_split, token_budget_batches, validation_halves
 from ..errors import ConfigError
-from ..masking import eligible_parameters
+from ..masking import check_exclude_patterns, eligible_parameters
 from ..models import load_model
 from ..scoring import ScoringInputs
 from ..scoring.fit import SOLVERS
@@ -63,10 +63,9 @@ class ScoringConfig:
     out: str = _help("parent folder of the results folder", "results")
 
     def __post_init__(self) -> None:
-        if self.samples < 1:
-            raise ConfigError(f"--samples {self.samples} must be >= 1")
-        if self.batch_size < 1:
-            raise ConfigError(f"--batch-size {self.batch_size} must be >= 1")
+        for name, lo in (("samples", 1), ("batch_size", 1), ("max_length", 2), ("eval_batch_tokens", 1)):
+            check_int_range(f"--{name.replace('_', '-')}", getattr(self, name), lo, COUNT_MAX)
+        check_int_range("--seed", self.seed, 0, SEED_MAX)
         if self.sample_order not in SAMPLE_ORDERS:
             raise ConfigError(f"--sample-order {self.sample_order!r} is not one of {', '.join(SAMPLE_ORDERS)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -169,8 +168,9 @@ class ScoringBench:
 
 
 def load_checkpoint(cfg: ScoringConfig, model_name: str, num_labels: int):
-    """The checkpoint as a LoadedModel (ModelError, exit 2, when its labels do not match the task)."""
-    return load_model(model_name, num_labels, seed=cfg.seed)
+    """The checkpoint as a LoadedModel (ModelError, exit 2, when its labels do not match the task; ConfigError
+    when --max-length exceeds its position embeddings)."""
+    return load_model(model_name, num_labels, seed=cfg.seed, max_length=cfg.max_length)
 
 
 def prepare_bench(cfg: ScoringConfig, model_name: str | None = None, data: ScoringData | None = None,
@@ -191,6 +191,7 @@ def prepare_bench(cfg: ScoringConfig, model_name: str | None = None, data: Scori
     timings["load_s"] = time.perf_counter() - t
 
     named = list(model.named_parameters())
+    check_exclude_patterns(named, cfg.exclude)
     eligible = eligible_parameters(named, cfg.exclude_patterns())
     if not eligible:
         raise ConfigError(f"--exclude {cfg.exclude!r} leaves no eligible parameter")

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import PRECISIONS, SAMPLE_ORDERS, _help
+from ..config import COUNT_MAX, PRECISIONS, SAMPLE_ORDERS, _help, check_int_range
 from ..data import TaskData, load_data, select_samples, tokenize_split, validation_halves
 from ..errors import ConfigError
 from ..models import load_model
@@ -61,8 +61,8 @@ class StudyConfig:
     out: str = _help("parent folder of the results folder", "results")
 
     def __post_init__(self) -> None:
-        if self.samples is not None and self.samples < 1:
-            raise ConfigError(f"--samples {self.samples} must be >= 1")
+        if self.samples is not None:
+            check_int_range("--samples", self.samples, 1, COUNT_MAX)
         if self.sample_order not in SAMPLE_ORDERS:
             raise ConfigError(f"--sample-order {self.sample_order!r} is not one of {', '.join(SAMPLE_ORDERS)}")
         if self.precision not in PRECISIONS:
@@ -157,7 +157,8 @@ class Bench:
     def _load(self, seed: int):
         if seed not in self._models:
             self._models[seed] = load_model(self.model_name, self.spec.num_labels, seed=seed,
-                                            problem_type="regression" if self.spec.is_regression else None)
+                                            problem_type="regression" if self.spec.is_regression else None,
+                                            max_length=self.cfg.max_length)
         return self._models[seed]
 
     def base(self, seed: int) -> torch.nn.Module:

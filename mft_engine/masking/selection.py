@@ -12,7 +12,7 @@ import torch
 from .. import ops
 from ..config import EXCLUDE_PRESETS, parse_fractions, round_lr_fp32
 from ..errors import ConfigError
-from .eligibility import eligible_parameters
+from .eligibility import check_exclude_patterns, eligible_parameters
 from .mask import Mask
 
 
@@ -100,10 +100,13 @@ def detrimental_mask(
     """The Mask of the top `fraction` of detrimental eligible parameters of `model` (not yet applied).
 
     `state_or_grads` is a GradientState or a dict name → fp32 gradient; `exclude` a preset name
-    (original, influence, none) or name patterns. Apply it with `mask.apply(model)`.
+    (original, influence, none) or name patterns; a pattern that matches no parameter name is a
+    ConfigError. Apply it with `mask.apply(model)`.
     """
     grads = getattr(state_or_grads, "grad_sum", state_or_grads)
     patterns = EXCLUDE_PRESETS[exclude] if isinstance(exclude, str) and exclude in EXCLUDE_PRESETS else (
-        tuple(p.strip() for p in exclude.split(",")) if isinstance(exclude, str) else tuple(exclude))
+        tuple(p.strip() for p in exclude.split(",") if p.strip()) if isinstance(exclude, str) else tuple(exclude))
+    # A pattern matching nothing would silently leave every parameter eligible (a typo in a name).
+    check_exclude_patterns(model, exclude, flag="exclude")
     named = [(n, p) for n, p in eligible_parameters(model, patterns) if n in grads]
     return select_detrimental(named, grads, lr, [fraction], rank_by, literal)[0].mask

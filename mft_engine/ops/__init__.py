@@ -9,17 +9,35 @@ Ops (schemas in bindings/registration.cpp; CPU kernels in csrc/):
 
 CPU code path: the kernels have a scalar baseline, an AVX2+FMA and an AVX-512 path, all bit-identical.
 The widest one this CPU supports is used unless MFT_CPU_PATH=scalar|avx2|avx512|auto says otherwise
-(read at import; an unsupported value makes the import fail). cpu_path() names the active one;
-set_cpu_path(name) / use_cpu_path(name) switch it at run time (the tests run every supported path).
+(read at import). An unknown value, or a path this CPU lacks, does not fail the import: the first op call,
+cpu_path() or load_model() raises CpuPathError (a ConfigError, so `mft` prints one line and exits 2),
+naming the allowed values; check_cpu_path_environment() raises it on demand. cpu_path() names the active
+path; set_cpu_path(name) / use_cpu_path(name) switch it at run time (the tests run every supported path).
 """
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 import torch  # noqa: F401  (loads libtorch, which _C links against, before _C)
 
-from mft_engine import _C  # noqa: F401  (registers the ops; never swallow this ImportError)
+from . import _cpu_env
+from ._cpu_env import CpuPathError, check_cpu_path_environment
+
+try:
+    from mft_engine import _C  # noqa: F401  (registers the ops; never swallow an unrelated ImportError)
+except ImportError as _e:
+    # Only the extension's refusal of MFT_CPU_PATH is deferred (see _cpu_env): import again without it, so
+    # the package imports and the refusal surfaces as one ConfigError where the CLI can print it.
+    if _cpu_env.ENV_VAR not in str(_e) or _cpu_env.ENV_VAR not in os.environ:
+        raise
+    _cpu_env.env_error = str(_e).splitlines()[0]
+    _saved = os.environ.pop(_cpu_env.ENV_VAR)
+    try:
+        from mft_engine import _C
+    finally:
+        os.environ[_cpu_env.ENV_VAR] = _saved  # child processes see what the user set
 
 from . import _fake  # noqa: F401  (registers the fake implementations)
 from .accumulate import accumulate_
@@ -31,7 +49,11 @@ from .zero_topk import zero_topk_
 
 
 def cpu_path() -> str:
-    """The active CPU code path of the kernels: "avx512", "avx2" or "scalar"."""
+    """The active CPU code path of the kernels: "avx512", "avx2" or "scalar".
+
+    Raises CpuPathError when MFT_CPU_PATH holds a value the kernels refused.
+    """
+    check_cpu_path_environment()
     return _C.cpu_path()
 
 
@@ -43,9 +65,11 @@ def supported_cpu_paths() -> list[str]:
 def set_cpu_path(name: str) -> None:
     """Use CPU path `name` ("scalar", "avx2", "avx512" or "auto" = widest) for later op calls.
 
-    Raises ValueError when the name is unknown or this CPU lacks the path. Process-wide.
+    Raises ValueError when the name is unknown or this CPU lacks the path. Process-wide. An explicit
+    choice replaces a refused MFT_CPU_PATH, so the kernels run again after it.
     """
     _C.set_cpu_path(name)
+    _cpu_env.env_error = None
 
 
 def cached_memory() -> int:
@@ -66,7 +90,7 @@ def release_cached_memory() -> int:
 @contextlib.contextmanager
 def use_cpu_path(name: str) -> Iterator[None]:
     """Context manager: run the enclosed op calls on CPU path `name`, then restore the previous path."""
-    previous = cpu_path()
+    previous = _C.cpu_path()
     set_cpu_path(name)
     try:
         yield
@@ -75,6 +99,7 @@ def use_cpu_path(name: str) -> Iterator[None]:
 
 
 __all__ = [
-    "accumulate_", "cached_memory", "cpu_path", "detrimental_count", "detrimental_score", "release_cached_memory", "restore_", "select_topk",
-    "set_cpu_path", "supported_cpu_paths", "use_cpu_path", "zero_masked_", "zero_topk_",
+    "CpuPathError", "accumulate_", "cached_memory", "check_cpu_path_environment", "cpu_path", "detrimental_count",
+    "detrimental_score", "release_cached_memory", "restore_", "select_topk", "set_cpu_path", "supported_cpu_paths",
+    "use_cpu_path", "zero_masked_", "zero_topk_",
 ]

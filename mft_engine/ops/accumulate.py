@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from ._cpu_env import check_cpu_path_environment
+
 
 def accumulate_(g_sum: torch.Tensor, sq_sum: torch.Tensor, pos_count: torch.Tensor, neg_count: torch.Tensor,
                 grad: torch.Tensor) -> None:
@@ -19,4 +21,5 @@ def accumulate_(g_sum: torch.Tensor, sq_sum: torch.Tensor, pos_count: torch.Tens
     Cost: one fused pass over the five arrays (PyTorch needs ~4 passes and temporaries); no extra memory
     unless grad is non-contiguous (then one contiguous copy).
     """
+    check_cpu_path_environment()
     torch.ops.mft.accumulate_.default(g_sum, sq_sum, pos_count, neg_count, grad)

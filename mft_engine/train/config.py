@@ -11,13 +11,17 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import PRECISIONS, SAMPLE_ORDERS, _help
-from ..config import parse_unit_list
+from ..config import COUNT_MAX, PRECISIONS, SAMPLE_ORDERS, SEED_MAX, _help
+from ..config import check_field_types, check_int_range, integral_floats_to_int, parse_unit_list
 from ..errors import ConfigError
 from .bitfit import parse_group_lrs, parse_groups
 from .learned_mask import validate_options as validate_mask_options
 from .lora import PLACEMENTS
 from .method import get_method
+
+
+#: the widest layer of the supported BERT-family encoders is far narrower; a larger rank is a typo
+LORA_RANK_MAX = 65536
 
 
 def parse_targets(value: str | float | list[float] | tuple[float, ...] | None) -> list[float]:
@@ -91,13 +95,12 @@ class FinetuneConfig:
             self.lr = method.default_lr
         self.save_at = parse_targets(self.save_at)
         _positive("lr", self.lr)
-        if self.samples is not None and self.samples < 1:
-            raise ConfigError(f"--samples {self.samples} must be >= 1")
-        for name in ("batch_size", "max_length", "eval_every", "eval_batch_tokens"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)} must be >= 1")
-        if self.max_steps < 0:
-            raise ConfigError(f"--max-steps {self.max_steps} must be >= 0")
+        if self.samples is not None:
+            check_int_range("--samples", self.samples, 1, COUNT_MAX)
+        for name, lo in (("batch_size", 1), ("max_length", 2), ("eval_every", 1), ("eval_batch_tokens", 1),
+                         ("max_steps", 0), ("epochs", 0), ("early_stopping_patience", 0), ("freeze_layers", 0)):
+            check_int_range(f"--{name.replace('_', '-')}", getattr(self, name), lo, COUNT_MAX)
+        check_int_range("--seed", self.seed, 0, SEED_MAX)
         if self.max_steps == 0 and self.epochs < 1:
             raise ConfigError(f"--epochs {self.epochs} must be >= 1 (or pass --max-steps)")
         for name in ("weight_decay", "max_grad_norm", "bitfit_clip"):
@@ -110,8 +113,6 @@ class FinetuneConfig:
             raise ConfigError(f"--save-tolerance {self.save_tolerance} must be in [0, 1)")
         if not 0.0 <= self.dense_eval_until <= 1.0:
             raise ConfigError(f"--dense-eval-until {self.dense_eval_until} must be in [0, 1]")
-        if self.early_stopping_patience < 0:
-            raise ConfigError(f"--early-stopping-patience {self.early_stopping_patience} must be >= 0")
         for name, allowed in (("sample_order", SAMPLE_ORDERS), ("precision", PRECISIONS),
                               ("lora_placement", tuple(PLACEMENTS))):
             if getattr(self, name) not in allowed:
@@ -119,13 +120,15 @@ class FinetuneConfig:
                                   f"{', '.join(allowed)}")
         if self.lora_rank < 1:
             raise ConfigError(f"--lora-rank {self.lora_rank} must be >= 1")
+        if self.lora_rank > LORA_RANK_MAX:
+            # Allocating r x width adapters overflows or exhausts memory long before the model is checked.
+            raise ConfigError(f"--lora-rank {self.lora_rank} must be <= {LORA_RANK_MAX} (a rank above a layer's "
+                              "width adds nothing)")
         _positive("lora_alpha", self.lora_alpha)
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ConfigError(f"--lora-dropout {self.lora_dropout} must be in [0, 1)")
         parse_groups(self.bitfit_groups)
         parse_group_lrs(self.bitfit_lr)
-        if self.freeze_layers < 0:
-            raise ConfigError(f"--freeze-layers {self.freeze_layers} must be >= 0")
         validate_mask_options(self.keep_ratio, self.mask_layers, self.mask_modules, self.mask_init)
 
     def to_dict(self) -> dict[str, Any]:
@@ -133,11 +136,14 @@ class FinetuneConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FinetuneConfig:
+        """The config from a dict (a stored config, JSON or YAML); ConfigError for an unknown field or a value
+        of the wrong type (check_field_types), naming the field."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ConfigError(f"unknown config field(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-        return cls(**d)
+        check_field_types(cls, d)
+        return cls(**integral_floats_to_int(cls, d))
 
 
 def _positive(name: str, v: float) -> None:

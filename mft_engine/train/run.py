@@ -97,7 +97,7 @@ def finetune(config: FinetuneConfig, progress: Progress | None = None,
             raise ConfigError(f"--save-at needs a classification task; {spec.name} is a regression task")
         metric = spec.primary_metric
         lm = load_model(cfg.model, train.num_labels, seed=cfg.seed,
-                        problem_type="regression" if train.is_regression else None)
+                        problem_type="regression" if train.is_regression else None, max_length=cfg.max_length)
         log.info("model: %s", lm.source)
         base_total = sum(p.numel() for p in lm.model.parameters())
 

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import _help
+from ..config import SEED_MAX, _help, check_field_types, check_int_range
 from ..errors import ConfigError, MftError, ResumeError
 from ..evaluate.bootstrap import DEFAULT_RESAMPLES, bootstrap_ci
 from ..experiments.mft_study import Progress
@@ -147,6 +147,8 @@ def parse_grid(specs: Iterable[str] | Mapping[str, Sequence[Any]]) -> dict[str, 
         else:
             _check_field(name)
             parsed = list(values) if isinstance(values, (list, tuple)) else [values]
+            for v in parsed:
+                check_field_types(FinetuneConfig, {name: v})
         if not parsed:
             raise ConfigError(f"--grid {name} has no values; expected e.g. {name}=v1,v2")
         grid[name] = parsed
@@ -209,6 +211,7 @@ class SweepConfig:
         unknown = sorted(set(self.fixed) - known)
         if unknown:
             raise ConfigError(f"unknown finetune setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        check_field_types(FinetuneConfig, self.fixed)
         owned = sorted(set(self.fixed) & _SWEEP_OWNED)
         if owned:
             raise ConfigError(f"fixed setting {owned[0]!r} is decided by the sweep; pass SweepConfig.out instead")
@@ -615,6 +618,8 @@ def parse_seeds(value: str | Sequence[int]) -> list[int]:
         raise ConfigError("--seeds is empty; expected integers such as 1,2,3")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds {value!r} repeats a seed")
+    for s_ in seeds:
+        check_int_range("--seeds", s_, 0, SEED_MAX)
     return seeds
 
 
