@@ -191,3 +191,44 @@ def test_real_full_disk_keeps_the_checkpoint_and_nothing_half_written(tmp_path):
         assert (partial / "ckpt.bin").read_bytes() == b"s" * 1000
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_read_only_out_is_one_line(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip("cannot mount a read-only tmpfs here")
+    try:
+        with pytest.raises(OutputError, match="not writable|read-only") as e:
+            ResultsFolder(ro / "results", "mft")
+        assert "\n" not in str(e.value)
+    finally:
+        subprocess.run(["umount", str(ro)], check=False)
+
+
+@pytest.mark.parametrize("every", ["0", "2"])
+def test_mft_run_on_a_full_disk(tmp_path, capsys, every):
+    """End to end: the run fails while writing its outputs; one line, exit 2, nothing half-written."""
+    from mft_engine.cli import main
+
+    from .test_bad_input import TINY, sst2_folder
+
+    g = sst2_folder(tmp_path / "g")
+    disk = tmp_path / "disk"
+    # bert-tiny's state is 70 MB: with a checkpoint, room for it but not for the second copy the outputs write
+    if not _mount_tmpfs(disk, "2m" if every == "0" else "80m"):
+        pytest.skip("cannot mount a size-limited tmpfs here (the simulated ENOSPC test covers it)")
+    try:
+        code = main(["run", *TINY, "--data-dir", str(g), "--out", str(disk), "--checkpoint-every", every])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+        assert "no space left on device" in err.lower()
+        if every == "0":
+            assert list(disk.iterdir()) == [] and "removed" in err
+        else:
+            (partial,) = disk.iterdir()
+            assert f"--resume {partial}" in err
+            assert sorted(p.name for p in partial.iterdir()) == ["collect_checkpoint.safetensors", "config.json", "logs"]
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
