@@ -15,6 +15,7 @@ import typer
 
 from .config import RunConfig, field_help
 from .errors import ConfigError, MftError
+from .report.progress import Progress
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="mft_engine: find, remove and judge the parameters of a fine-tuned classifier.")
@@ -24,19 +25,19 @@ def _h(name: str) -> str:
     return field_help(RunConfig, name)
 
 
-class RichProgress:
+class RichProgress(Progress):
     """Progress on a rich bar with rate and ETA (stderr), one task per phase."""
 
     def __init__(self, quiet: bool):
         from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import Progress as RichBar
 
         self.quiet = quiet
-        self.bar = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"),
-                            TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-                            console=Console(stderr=True), disable=quiet, transient=False)
+        self.bar = RichBar(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
+                           TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"),
+                           TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+                           console=Console(stderr=True), disable=quiet, transient=False)
         self.task = None
 
     def __enter__(self):

@@ -36,7 +36,12 @@ SEED_MAX = 2**32 - 1
 COUNT_MAX = 2**63 - 1
 
 
-def _help(text: str, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
+def help_field(text: str, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
+    """A dataclass field whose `--help` text is `text` (read back by `field_help`), defaulting to `default`.
+
+    Every config dataclass declares its fields with it, so the CLI's help and the config stay one text. A
+    list, dict or tuple default becomes a per-instance copy (a default_factory); `kw` goes to `field`.
+    """
     if isinstance(default, (list, dict, tuple)):
         return field(default_factory=lambda: type(default)(default), metadata={"help": text}, **kw)
     return field(default=default, metadata={"help": text}, **kw)
@@ -219,31 +224,31 @@ def _yaml_loader():
 class RunConfig:
     """Configuration of `mft run`: the BERT-MFT study (collect, test, select, zero, evaluate)."""
 
-    model: str = _help("minilm | bert-base-random | bert-tiny-random | a checkpoint folder | a Hub id", "minilm")
-    task: str = _help("task id (sst2, mrpc, cola, ...) or a local CSV/TSV/JSONL file", "sst2")
-    data_dir: str | None = _help("GLUE root or task folder; else $MFT_DATA_DIR, the embedded SST-2, the Hub", None)
-    samples: int = _help("number of training samples N to collect gradients on", 1000)
-    batch_size: int = _help("fixed batch size defining g under batch-sum", 32)
-    lr: float = _help("learning rate of the hypothetical step (rounded once to fp32)", 2e-5)
-    fraction: list[float] = _help("fraction(s) of detrimental eligible parameters to zero", [0.1])
-    rank_by: str = _help("ranking score among detrimental parameters: shrink | update", "shrink")
-    exclude: str = _help("original | influence | none | comma-separated name patterns", "original")
-    reduction: str = _help("batch-sum (sum of batch-mean gradients) | mean (gradient of the mean loss)", "batch-sum")
-    sample_order: str = _help("first (first N rows in file order) | seeded (N rows drawn with the seed)", "first")
-    keep_last: bool = _help("keep the last partial batch under batch-sum", False)
-    precision: str = _help("fp32 | bf16 (autocast forward/backward, fp32 sums)", "fp32")
-    literal: bool = _help("evaluate |θ − lr·g| < |θ| in fp32 as the original code did", False)
-    eval_mode: bool = _help("collect with dropout off (default: train mode, as the original)", False)
-    seed: int = _help("seed for the head initialisation, dropout, sampling and the random control", 42)
-    max_length: int = _help("maximum tokens per sentence (pair)", 128)
-    eval_batch_tokens: int = _help("token budget of an evaluation batch", 8192)
-    checkpoint_every: int = _help("save a resumable collection checkpoint every B batches (0: never)", 0)
-    out: str = _help("parent folder of the results folder", "results")
-    state: str | None = _help("reuse this gradient_state.safetensors instead of collecting", None)
-    control: bool = _help("also evaluate a random control mask of the same size", True)
-    text_column: str | None = _help("text column of a local file task", None)
-    text_pair_column: str | None = _help("second text column of a local pair task", None)
-    label_column: str | None = _help("label column of a local file task", None)
+    model: str = help_field("minilm | bert-base-random | bert-tiny-random | a checkpoint folder | a Hub id", "minilm")
+    task: str = help_field("task id (sst2, mrpc, cola, ...) or a local CSV/TSV/JSONL file", "sst2")
+    data_dir: str | None = help_field("GLUE root or task folder; else $MFT_DATA_DIR, the embedded SST-2, the Hub", None)
+    samples: int = help_field("number of training samples N to collect gradients on", 1000)
+    batch_size: int = help_field("fixed batch size defining g under batch-sum", 32)
+    lr: float = help_field("learning rate of the hypothetical step (rounded once to fp32)", 2e-5)
+    fraction: list[float] = help_field("fraction(s) of detrimental eligible parameters to zero", [0.1])
+    rank_by: str = help_field("ranking score among detrimental parameters: shrink | update", "shrink")
+    exclude: str = help_field("original | influence | none | comma-separated name patterns", "original")
+    reduction: str = help_field("batch-sum (sum of batch-mean gradients) | mean (gradient of the mean loss)", "batch-sum")
+    sample_order: str = help_field("first (first N rows in file order) | seeded (N rows drawn with the seed)", "first")
+    keep_last: bool = help_field("keep the last partial batch under batch-sum", False)
+    precision: str = help_field("fp32 | bf16 (autocast forward/backward, fp32 sums)", "fp32")
+    literal: bool = help_field("evaluate |θ − lr·g| < |θ| in fp32 as the original code did", False)
+    eval_mode: bool = help_field("collect with dropout off (default: train mode, as the original)", False)
+    seed: int = help_field("seed for the head initialisation, dropout, sampling and the random control", 42)
+    max_length: int = help_field("maximum tokens per sentence (pair)", 128)
+    eval_batch_tokens: int = help_field("token budget of an evaluation batch", 8192)
+    checkpoint_every: int = help_field("save a resumable collection checkpoint every B batches (0: never)", 0)
+    out: str = help_field("parent folder of the results folder", "results")
+    state: str | None = help_field("reuse this gradient_state.safetensors instead of collecting", None)
+    control: bool = help_field("also evaluate a random control mask of the same size", True)
+    text_column: str | None = help_field("text column of a local file task", None)
+    text_pair_column: str | None = help_field("second text column of a local pair task", None)
+    label_column: str | None = help_field("label column of a local file task", None)
 
     def __post_init__(self) -> None:
         self.fraction = parse_fractions(self.fraction)

@@ -1,6 +1,7 @@
 """The machine's own bounds, measured in the same run as the benchmark they scale."""
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from typing import Callable
@@ -28,8 +29,14 @@ def read_bandwidth(nbytes: int = 1 << 29, repeats: int = 5) -> float:
     """Read bandwidth in bytes/s: best of `repeats` fp32 sums over a fresh `nbytes` buffer (all threads).
 
     A reduction reads each byte once and writes nothing, so its rate is the read bound a streaming
-    kernel over θ and g can approach. The buffer (512 MiB) is far larger than any cache.
+    kernel over θ and g can approach. The buffer (512 MiB) is far larger than any cache. Measured once per
+    process, buffer size and thread count (about 0.5 s); later calls return that measurement.
     """
+    return _read_bandwidth(nbytes, repeats, torch.get_num_threads())
+
+
+@functools.lru_cache(maxsize=None)
+def _read_bandwidth(nbytes: int, repeats: int, threads: int) -> float:
     x = torch.ones(nbytes // 4, dtype=torch.float32)
     x.sum()
     best = float("inf")

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ..report.progress import Progress
 from ..scoring.fit import SOLVERS
 from ..scoring.hvp import flatten, gauss_newton_diagonal, gnvp, unflatten
 from ..scoring.lowrank import gauss_newton_lowrank
@@ -30,7 +31,7 @@ CG_SOLVERS = tuple(s for s in SOLVERS if s in ("cg", "pcg", "woodbury"))
 def run(model: str, task: str = "sst2", data_dir: str | None = None, samples: int = 1000,
         solvers: tuple[str, ...] = ("cg", "pcg"), damping_factors: tuple[float, ...] = (1e-3,),
         tol: float = 0.05, budget_s: float = 600.0, exclude: str = "influence", seed: int = 42,
-        dtype: str = "float32", progress: Any = None) -> dict[str, Any]:
+        dtype: str = "float32", progress: Progress | None = None) -> dict[str, Any]:
     """Run each (damping factor, solver) solve with the budget; return the JSON object of `mft bench cg`.
 
     `dtype`: the arithmetic of the model, the products and the solve. At λ = 1e-3 × mean diag G the
@@ -47,9 +48,8 @@ def run(model: str, task: str = "sst2", data_dir: str | None = None, samples: in
     from ..experiments.scoring_setup import ScoringConfig, ScoringData, load_checkpoint
     from ..masking import check_exclude_patterns, eligible_parameters
     from ..report import machine_info
-    from .hvp import _Silent
 
-    progress = progress or _Silent()
+    progress = progress or Progress()
     cfg = ScoringConfig(model=model, task=task, data_dir=data_dir, samples=samples, exclude=exclude, seed=seed)
     probe = load_data(cfg, "train").num_labels
     lm = load_checkpoint(cfg, model, probe)

@@ -16,10 +16,9 @@ from typing import Any
 import torch
 
 from ..collect import collect_gradients
-from ..collect.collector import _ActivationStats, batch_loss_sum
+from ..collect.collector import ActivationStats, batch_loss_sum
 from ..config import RunConfig
-from ..data import fixed_batches, load_task, select_samples, tokenize_split
-from ..experiments.mft_study import gradient_batches
+from ..data import fixed_batches, gradient_batches, load_task, select_samples, tokenize_split
 from ..models import load_model
 from .bounds import matmul_peak_gflops
 
@@ -33,7 +32,7 @@ def plain_loop(model, batches: list[dict], train_mode: bool, denominators: list[
     neg = {n: torch.zeros(p.shape, dtype=torch.int32) for n, p in named}
     act_sq: dict = {}
     act_n: dict = {}
-    hooks = _ActivationStats(model, act_sq, act_n)
+    hooks = ActivationStats(model, act_sq, act_n)
     model.train(train_mode)
     try:
         for b, den in zip(batches, denominators):
@@ -95,7 +94,8 @@ def run(model: str = "minilm", task: str = "sst2", samples: int = 512, reduction
         plain_den = [float(len(rows))] * len(plain)
         padded128 = padded_to_128(fixed_batches(rows, 32, keep_last=True))
         orig_den = [float(len(rows))] * len(padded128)
-    engine_batches = gradient_batches(cfg, tokens, data, rows)
+    engine_batches = gradient_batches(tokens, rows, data.labels, data.is_regression, reduction=cfg.reduction,
+                                      batch_size=cfg.batch_size, keep_last=cfg.keep_last)
 
     def engine(prec: str = "fp32"):
         torch.manual_seed(0)
@@ -151,7 +151,8 @@ def profile(model: str = "minilm", samples: int = 128, reduction: str = "batch-s
     cfg = RunConfig(model=model, samples=samples, reduction=reduction, eval_mode=reduction == "mean")
     rows = select_samples(len(data), samples)
     tokens = tokenize_split(lm.tokenizer, data, rows)
-    batches = gradient_batches(cfg, tokens, data, rows)
+    batches = gradient_batches(tokens, rows, data.labels, data.is_regression, reduction=cfg.reduction,
+                               batch_size=cfg.batch_size, keep_last=cfg.keep_last)
     with tprofile(activities=[ProfilerActivity.CPU]) as prof:
         collect_gradients(lm.model, batches, train_mode=reduction == "batch-sum")
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)

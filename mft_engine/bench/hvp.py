@@ -18,23 +18,13 @@ import torch
 
 from ..data import fixed_batches, load_task, select_samples, tokenize_split
 from ..models import load_model
+from ..report.progress import Progress
 from ..scoring.hvp import auto_gnvp_method, batched_gnvp, flatten, gnvp, random_like
 from ..scoring.objective import eval_objective
 
 
-class _Silent:
-    def phase(self, name: str, total: int | None = None) -> None:
-        pass
-
-    def advance(self, n: int = 1, **info: Any) -> None:
-        pass
-
-    def done(self) -> None:
-        pass
-
-
 def run(model: str = "minilm", samples: int = 32, vectors: int = 8, repeats: int = 3, task: str = "sst2",
-        data_dir: str | None = None, progress: Any = None) -> dict[str, Any]:
+        data_dir: str | None = None, progress: Progress | None = None) -> dict[str, Any]:
     """Loop vs batched G v over `vectors` random vectors; medians of `repeats` timed runs after one warm-up,
     the two formulations alternating within each repeat.
 
@@ -44,7 +34,7 @@ def run(model: str = "minilm", samples: int = 32, vectors: int = 8, repeats: int
     """
     from ..report import machine_info
 
-    progress = progress or _Silent()
+    progress = progress or Progress()
     data = load_task(task, "train", data_dir)
     lm = load_model(model, data.num_labels, seed=0, max_length=128)
     rows = select_samples(len(data), samples, order="first", seed=0)

@@ -17,11 +17,13 @@ from ..config import EXCLUDE_PRESETS, round_lr_fp32
 from ..masking import eligible_parameters
 from ..masking.selection import k_for
 from ..models.loading import RANDOM_SHAPES
-from ..ops import _reference as ref
+from ..ops import reference as ref
 from .bounds import median_time, read_bandwidth
 
 
-def _model(name: str):
+def random_bert(name: str):
+    """A randomly initialised BertForSequenceClassification of the shapes RANDOM_SHAPES[name] (seed 0, eval
+    mode): the model `mft bench zeroing` and the pytest benchmarks measure."""
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(0)
@@ -53,7 +55,9 @@ def _saved_and_zeroed(pristine, thetas, idx, saved) -> bool:
     return bool(ok)
 
 
-def _torch_score(theta: torch.Tensor, g: torch.Tensor, lr32: float) -> torch.Tensor:
+def torch_score(theta: torch.Tensor, g: torch.Tensor, lr32: float) -> torch.Tensor:
+    """The shrink score of the detrimental test in plain PyTorch (0 where the test fails), float64: the
+    pinned baseline the fused kernels are timed against."""
     # The same fp64 arithmetic as the kernel: lr·|g| exact, one rounding in 2|θ| − lr|g|.
     t = theta.double()
     gd = g.double()
@@ -65,7 +69,7 @@ def _torch_score(theta: torch.Tensor, g: torch.Tensor, lr32: float) -> torch.Ten
 def torch_topk_zero(thetas, grads, lr, fraction):
     """Pinned plain PyTorch: per-tensor test and score, torch.cat, torch.topk, scatter of zeros."""
     lr32 = round_lr_fp32(lr)
-    scores = torch.cat([_torch_score(t, g, lr32).reshape(-1) for t, g in zip(thetas, grads)])
+    scores = torch.cat([torch_score(t, g, lr32).reshape(-1) for t, g in zip(thetas, grads)])
     n_det = int((scores > 0).sum())
     k = k_for(fraction, n_det)
     idx = torch.topk(scores, k, sorted=False).indices
@@ -87,7 +91,7 @@ _compiled: dict[str, Any] = {}
 
 def _compiled_fns():
     if not _compiled:
-        _compiled["score"] = torch.compile(_torch_score, dynamic=True)
+        _compiled["score"] = torch.compile(torch_score, dynamic=True)
 
         def zero_where(t, s, thr):
             return t.masked_fill_(s >= thr, 0.0)
@@ -118,7 +122,7 @@ def heap_zero(thetas, grads, lr, fraction, subset: int = 100) -> tuple[float, in
     lr32 = round_lr_fp32(lr)
     parts = [(t.reshape(-1)[: max(1, t.numel() // subset)], g.reshape(-1)[: max(1, g.numel() // subset)])
              for t, g in zip(thetas, grads)]
-    n_det = sum(int((_torch_score(t, g, lr32) > 0).sum()) for t, g in parts)
+    n_det = sum(int((torch_score(t, g, lr32) > 0).sum()) for t, g in parts)
     k = k_for(fraction, n_det)
     start = time.perf_counter()
     heap: list[tuple[float, int, int]] = []
@@ -142,7 +146,7 @@ def run(model: str = "bert-base-random", fraction: float = 0.1, lr: float = 2e-5
     """All formulations side by side in one process; medians of `repeats`; returns the JSON object."""
     from ..report import machine_info
 
-    m = _model(model)
+    m = random_bert(model)
     named = eligible_parameters(m, EXCLUDE_PRESETS["original"])
     thetas = [p.detach() for _, p in named]
     gen = torch.Generator().manual_seed(0)

@@ -9,33 +9,17 @@ train mode, up to which dropout masks are drawn).
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 
 from .. import ops
+from ..data.batching import Batch
 from .state import GradientState
 
 
-@dataclass
-class Batch:
-    """One gradient batch: its parts (HF-style dicts of tensors with `labels`) and its loss denominator.
-
-    The batch's loss is Σ over its samples of ℓ_i / `denominator` (batch-sum: the batch size; mean: N).
-    """
-
-    parts: list[dict[str, torch.Tensor]]
-    denominator: float
-    size: int = field(default=0)
-
-    def __post_init__(self) -> None:
-        if not self.size:
-            self.size = sum(int(p["labels"].shape[0]) for p in self.parts)
-
-
-class _ActivationStats:
+class ActivationStats:
     """Forward pre-hooks on every nn.Linear: Σ x_j² over real (non-padding) tokens and their count."""
 
     def __init__(self, model: torch.nn.Module, act_sq: dict[str, torch.Tensor], act_tokens: dict[str, int]):
@@ -155,7 +139,7 @@ def collect_gradients(
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if state is None:
         state = GradientState.zeros_like([(n, p.detach()) for n, p in named], meta)
-    hooks = _ActivationStats(model, state.act_sq, state.act_tokens) if activation_stats else None
+    hooks = ActivationStats(model, state.act_sq, state.act_tokens) if activation_stats else None
     was_training = model.training
     model.train(train_mode)
     autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext())

@@ -1,10 +1,16 @@
 """Task data: the GLUE task registry, readers (GLUE folders, embedded SST-2, the Hub, local files),
-sample selection, batching and tokenization. See DESIGN.md, "Data and models offline"."""
+sample selection, every batching rule (evaluation, objectives, g, training epochs) and
+tokenization. See DESIGN.md, "Data and models offline"."""
 
 from mft_engine.data.batching import (
+    Batch,
     TokenizedSplit,
     encode,
+    eval_batches,
     fixed_batches,
+    gradient_batches,
+    length_bucketed_batches,
+    objective_batches,
     select_samples,
     split_by_length,
     token_budget_batches,
@@ -27,6 +33,7 @@ from mft_engine.data.sources import (
 from mft_engine.data.tasks import TaskData, TaskSpec, get_task, register_task, task_names
 
 __all__ = [
+    "Batch",
     "ENV_DATA_DIR",
     "HUB_DATASET",
     "TaskData",
@@ -34,12 +41,15 @@ __all__ = [
     "TokenizedSplit",
     "check_label_outliers",
     "encode",
+    "eval_batches",
     "find_task_dir",
     "fixed_batches",
     "get_task",
+    "gradient_batches",
     "hub_host",
     "hub_reachable",
     "hub_unavailable_reason",
+    "length_bucketed_batches",
     "load_embedded",
     "load_data",
     "load_from_hub",
@@ -47,6 +57,7 @@ __all__ = [
     "load_local_split",
     "local_split_path",
     "load_task",
+    "objective_batches",
     "parse_glue_rows",
     "read_glue_file",
     "read_glue_split",

@@ -3,11 +3,16 @@
 Batches are lists of row positions into a TaskData; tensors are built per batch from token ids
 tokenized once (`TokenizedSplit`), padded to the longest sequence in the batch only (dynamic
 padding), so a batch of short SST-2 sentences costs a fraction of a 128-token batch.
+
+Every batching rule of the engine lives here and takes its settings as arguments, not a config:
+evaluation and objective batches (`eval_batches`, `objective_batches`: a token budget), the batches that
+define g (`gradient_batches`), and the training loop's epochs (`length_bucketed_batches`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from itertools import chain
 from typing import Sequence
 
@@ -273,3 +278,99 @@ def validation_halves(n: int, seed: int = 0) -> tuple[list[int], list[int]]:
     perm = np.random.default_rng(seed).permutation(n)
     half = n // 2
     return sorted(perm[:half].tolist()), sorted(perm[half:].tolist())
+
+
+# Padding share above which a fixed batch is split into length-homogeneous parts (fewer padded FLOPs
+# against smaller, less efficient matmuls).
+PART_PAD_WASTE = 0.3
+# mean reduction: the largest part (padded tokens) and the real tokens per accumulated batch.
+MEAN_PART_TOKENS = 2048
+MEAN_BATCH_TOKENS = 4096
+#: rows sorted by length together, in units of batches: large enough for little padding, small enough
+#: that batch composition still changes from epoch to epoch
+BUCKET_BATCHES = 50
+
+
+@dataclass
+class Batch:
+    """One gradient batch: its parts (HF-style dicts of tensors with `labels`) and its loss denominator.
+
+    The batch's loss is Σ over its samples of ℓ_i / `denominator` (batch-sum: the batch size; mean: N).
+    """
+
+    parts: list[dict[str, torch.Tensor]]
+    denominator: float
+    size: int = field(default=0)
+
+    def __post_init__(self) -> None:
+        if not self.size:
+            self.size = sum(int(p["labels"].shape[0]) for p in self.parts)
+
+
+def eval_batches(tokens: TokenizedSplit, rows: list[int], labels, regression: bool,
+                 max_tokens: int) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+    """(positions, HF batch) pairs over `rows` of a tokenized split, token-budget batched by length.
+
+    `positions` index into `rows` (not into the split), so a caller lists per-row values in `rows` order;
+    `labels` / `regression` are passed to `TokenizedSplit.batch`. Lazy: one batch is built per step.
+    """
+    lengths = [tokens.lengths[r] for r in rows]
+    for group in token_budget_batches(lengths, max_tokens):
+        chosen = [rows[i] for i in group]
+        yield group, tokens.batch(chosen, labels, regression)
+
+
+def objective_batches(tokens: TokenizedSplit, rows: list[int], labels, regression: bool,
+                      max_tokens: int) -> list[dict[str, torch.Tensor]]:
+    """HF batches over `rows`, grouped by length within a token budget (little padding): the batches of
+    `eval_batches`, built at once and without their positions (an Objective keeps them)."""
+    lengths = [int(tokens.lengths[r]) for r in rows]
+    return [tokens.batch([rows[i] for i in g], labels, regression) for g in token_budget_batches(lengths, max_tokens)]
+
+
+def gradient_batches(tokens: TokenizedSplit, rows: list[int], labels, regression: bool, *, reduction: str,
+                     batch_size: int, keep_last: bool) -> list[Batch]:
+    """The batches that define g over `rows` of a tokenized split.
+
+    reduction "batch-sum": fixed batches of `batch_size` in sample order (the last partial one kept only
+    with `keep_last`), each split by length into parts; loss = batch mean. "mean": token-budget batches,
+    loss = Σ ℓ_i / N (`batch_size` and `keep_last` unused).
+    """
+    if reduction == "batch-sum":
+        out = []
+        for b in fixed_batches(rows, batch_size, keep_last=keep_last):
+            parts = split_by_length(b, tokens.lengths, max_pad_waste=PART_PAD_WASTE)
+            out.append(Batch([tokens.batch(p, labels, regression) for p in parts], float(len(b))))
+        return out
+    # mean: g does not depend on batching, so sort by length into homogeneous parts and group parts into
+    # batches of ~MEAN_BATCH_TOKENS real tokens: one accumulate_ per group amortises the per-batch cost.
+    parts = split_by_length(rows, tokens.lengths, max_pad_waste=PART_PAD_WASTE / 3, max_tokens=MEAN_PART_TOKENS)
+    out, group, real = [], [], 0
+    for p in parts:
+        group.append(tokens.batch(p, labels, regression))
+        real += int(sum(tokens.lengths[r] for r in p))
+        if real >= MEAN_BATCH_TOKENS:
+            out.append(Batch(group, float(len(rows))))
+            group, real = [], 0
+    if group:
+        out.append(Batch(group, float(len(rows))))
+    return out
+
+
+def length_bucketed_batches(rows: Sequence[int], lengths: Sequence[int], batch_size: int, seed: int,
+                            epoch: int = 0, bucket_batches: int = BUCKET_BATCHES) -> list[list[int]]:
+    """One epoch's batches of `batch_size` row positions: a seeded shuffle, then within each bucket of
+    `bucket_batches × batch_size` rows a sort by (length, row) cut into batches, then the batches shuffled.
+
+    Every row appears once; at most one batch (the last of the last bucket) is smaller. The order depends
+    only on (seed, epoch). Cost: one permutation and one sort per bucket, O(n log n).
+    """
+    rng = np.random.default_rng([seed, epoch])
+    rows = [int(r) for r in rows]
+    shuffled = [rows[i] for i in rng.permutation(len(rows))]
+    span = batch_size * bucket_batches
+    batches: list[list[int]] = []
+    for start in range(0, len(shuffled), span):
+        bucket = sorted(shuffled[start:start + span], key=lambda r: (int(lengths[r]), r))
+        batches += [bucket[i:i + batch_size] for i in range(0, len(bucket), batch_size)]
+    return [batches[k] for k in rng.permutation(len(batches))]

@@ -26,12 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import _help
-from ..data import tokenize_split
+from ..config import help_field
+from ..data import eval_batches, tokenize_split
 from ..errors import ConfigError
 from ..models import load_model
 from ..report import ResultsFolder
-from .mft_study import Progress, eval_batches
+from ..report.plots import pyplot
+from ..report.progress import Progress
 from .trials import (
     Bench,
     StudyConfig,
@@ -41,7 +42,6 @@ from .trials import (
     flat_metrics,
     halves_metrics,
     parse_names,
-    pyplot,
     run_trial,
     table_text,
     trial_record,
@@ -57,11 +57,11 @@ STRATEGIES = ("uniform", "easy", "hard", "middle", "mixed")
 class DataCentricConfig(StudyConfig):
     """`mft study data-centric`: a teacher's per-sample loss, then equal-size subsets by strategy."""
 
-    teacher: str | None = _help("checkpoint folder of a fine-tuned teacher (same labels as the task); default: "
-                                "fine-tune one on the whole pool with --method", None)
-    strategies: str = _help("subsets to train: comma-separated uniform, easy, hard, middle, mixed (or all)", "all")
-    subset_size: int | None = _help("rows in each subset (default: a quarter of the pool)", None)
-    mix: str = _help("mixed strategy: shares drawn from the easy, middle and hard third of each class", "0.15,0.7,0.15")
+    teacher: str | None = help_field("checkpoint folder of a fine-tuned teacher (same labels as the task); default: "
+                                     "fine-tune one on the whole pool with --method", None)
+    strategies: str = help_field("subsets to train: comma-separated uniform, easy, hard, middle, mixed (or all)", "all")
+    subset_size: int | None = help_field("rows in each subset (default: a quarter of the pool)", None)
+    mix: str = help_field("mixed strategy: shares drawn from the easy, middle and hard third of each class", "0.15,0.7,0.15")
 
     def __post_init__(self) -> None:
         super().__post_init__()

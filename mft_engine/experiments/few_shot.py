@@ -19,11 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from ..config import SEED_MAX, _help, check_int_range
+from ..config import SEED_MAX, check_int_range, help_field
 from ..errors import ConfigError
 from ..evaluate.bootstrap import bootstrap_ci
 from ..report import ResultsFolder
-from .mft_study import Progress
+from ..report.plots import pyplot
+from ..report.progress import Progress
 from .trials import (
     Bench,
     StudyConfig,
@@ -34,7 +35,6 @@ from .trials import (
     halves_metrics,
     mean_and_range,
     parse_int_list,
-    pyplot,
     run_trial,
     table_text,
     write_table,
@@ -50,13 +50,13 @@ RESAMPLES = 2000
 class FewShotConfig(StudyConfig):
     """`mft study few-shot`: fine-tune on k rows for k = min-k, 2·min-k, … up to max-k (and the whole pool)."""
 
-    ks: str | None = _help("explicit k values, comma-separated (overrides --min-k / --max-k)", None)
-    min_k: int = _help("smallest k; k doubles from it", 16)
-    max_k: int | None = _help("largest k of the doubling (default: up to the pool)", None)
-    include_full: bool = _help("also train on the whole pool", True)
-    seeds: str | None = _help("seeds, one run per seed and k (comma-separated; default: --seed)", None)
-    balanced: bool = _help("class-balanced subsets (else a seeded random order)", True)
-    zero_shot: bool = _help("evaluate the untrained model as k = 0", True)
+    ks: str | None = help_field("explicit k values, comma-separated (overrides --min-k / --max-k)", None)
+    min_k: int = help_field("smallest k; k doubles from it", 16)
+    max_k: int | None = help_field("largest k of the doubling (default: up to the pool)", None)
+    include_full: bool = help_field("also train on the whole pool", True)
+    seeds: str | None = help_field("seeds, one run per seed and k (comma-separated; default: --seed)", None)
+    balanced: bool = help_field("class-balanced subsets (else a seeded random order)", True)
+    zero_shot: bool = help_field("evaluate the untrained model as k = 0", True)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -19,15 +19,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import _help
+from ..config import help_field
+from ..data import eval_batches
 from ..errors import ConfigError
 from ..evaluate.bootstrap import bootstrap_ci
 from ..evaluate.predict import predict
 from ..masking import Mask, random_mask
 from ..report import ResultsFolder, machine_info, versions
-from .mft_study import Progress, eval_batches
+from ..report.plots import pyplot
+from ..report.progress import Progress
 from .scoring_setup import ScoringConfig, ScoringData, lowest, prepare_bench
-from .trials import parse_int_list, pyplot, table_text, write_table
+from .trials import parse_int_list, table_text, write_table
 
 log = logging.getLogger("mft_engine")
 
@@ -36,10 +38,10 @@ log = logging.getLogger("mft_engine")
 class InfluenceConfig(ScoringConfig):
     """Configuration of `mft influence`."""
 
-    checkpoints: str | None = _help("checkpoints.json of mft finetune --save-at (every reached target is swept); "
-                                    "else --model is the one checkpoint", None)
-    n_removed: str = _help("numbers N of lowest-scored parameters zeroed (comma-separated)", "100,500,1000,5000,10000")
-    resamples: int = _help("bootstrap resamples of the evaluation-half accuracy", 2000)
+    checkpoints: str | None = help_field("checkpoints.json of mft finetune --save-at (every reached target is swept); "
+                                         "else --model is the one checkpoint", None)
+    n_removed: str = help_field("numbers N of lowest-scored parameters zeroed (comma-separated)", "100,500,1000,5000,10000")
+    resamples: int = help_field("bootstrap resamples of the evaluation-half accuracy", 2000)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -186,7 +188,7 @@ def removal_sweep(cfg: InfluenceConfig, progress: Progress | None = None) -> Inf
             progress.done()
             if {"gradient", "influence"} <= kept.keys():
                 fp_rows.append(false_positive_row(label, kept["gradient"], kept["influence"], bench.names))
-            fits[label] = bench.inputs._cache.get("influence_fit_info")
+            fits[label] = bench.inputs.peek("influence_fit_info")
             del bench, kept
 
         record = {"config": cfg.to_dict(), "versions": versions(), "machine": machine_info(),

@@ -19,42 +19,23 @@ from typing import Any, Iterator
 import torch
 
 from .. import ops
-from ..collect import Batch, GradientState, collect_gradients
+from ..bench.bounds import read_bandwidth
+from ..collect import GradientState, collect_gradients
 from ..collect.provenance import build_provenance, model_fingerprint, provenance_difference
 from ..collect.state import StateError
 from ..config import RunConfig
-from ..data import (TaskData, fixed_batches, load_data, select_samples, split_by_length, token_budget_batches,
+from ..data import (Batch, TaskData, eval_batches, fixed_batches, gradient_batches, load_data, select_samples,
                     tokenize_split)
 from ..errors import ConfigError, ResumeError
 from ..evaluate import evaluate_model
-from ..masking import check_exclude_patterns, eligible_parameters, random_mask, select_detrimental
+from ..masking import DetrimentalSelector, check_exclude_patterns, eligible_parameters, random_mask
 from ..models import load_model
 from ..report import ResultsFolder, machine_info, versions
 from ..report.folder import PARTIAL_SUFFIX
+from ..report.progress import Progress
 from .outputs import write_outputs
 
 log = logging.getLogger("mft_engine")
-
-
-# Padding share above which a fixed batch is split into length-homogeneous parts (fewer padded FLOPs
-# against smaller, less efficient matmuls).
-PART_PAD_WASTE = 0.3
-# mean reduction: the largest part (padded tokens) and the real tokens per accumulated batch.
-MEAN_PART_TOKENS = 2048
-MEAN_BATCH_TOKENS = 4096
-
-
-class Progress:
-    """What the pipeline reports while it runs; the CLI passes a rich-backed one, the API a silent one."""
-
-    def phase(self, name: str, total: int | None = None) -> None:  # start a phase with `total` steps
-        pass
-
-    def advance(self, n: int = 1, **info: Any) -> None:
-        pass
-
-    def done(self) -> None:
-        pass
 
 
 @dataclass
@@ -67,14 +48,6 @@ class StudyResult:
     selections: list = field(default_factory=list)
 
 
-def eval_batches(tokens, rows: list[int], labels, regression: bool, max_tokens: int):
-    """(positions, HF batch) pairs over `rows` of a tokenized split, token-budget batched by length."""
-    lengths = [tokens.lengths[r] for r in rows]
-    for group in token_budget_batches(lengths, max_tokens):
-        chosen = [rows[i] for i in group]
-        yield group, tokens.batch(chosen, labels, regression)
-
-
 def _evaluate(model, tokens, data: TaskData, cfg: RunConfig, progress: Progress, label: str) -> dict:
     progress.phase(f"evaluate {label}", len(data))
     rows = list(range(len(data)))
@@ -82,31 +55,6 @@ def _evaluate(model, tokens, data: TaskData, cfg: RunConfig, progress: Progress,
                              data.labels, data.num_labels, on_batch=lambda n: progress.advance(n))
     progress.done()
     return metrics
-
-
-def gradient_batches(cfg: RunConfig, tokens, train: TaskData, rows: list[int]) -> list[Batch]:
-    """The batches that define g. batch-sum: fixed batches in sample order (each split by length into
-    parts, loss = batch mean); mean: token-budget batches, loss = Σ ℓ_i / N."""
-    regression = train.is_regression
-    if cfg.reduction == "batch-sum":
-        out = []
-        for b in fixed_batches(rows, cfg.batch_size, keep_last=cfg.keep_last):
-            parts = split_by_length(b, tokens.lengths, max_pad_waste=PART_PAD_WASTE)
-            out.append(Batch([tokens.batch(p, train.labels, regression) for p in parts], float(len(b))))
-        return out
-    # mean: g does not depend on batching, so sort by length into homogeneous parts and group parts into
-    # batches of ~MEAN_BATCH_TOKENS real tokens: one accumulate_ per group amortises the per-batch cost.
-    parts = split_by_length(rows, tokens.lengths, max_pad_waste=PART_PAD_WASTE / 3, max_tokens=MEAN_PART_TOKENS)
-    out, group, real = [], [], 0
-    for p in parts:
-        group.append(tokens.batch(p, train.labels, regression))
-        real += int(sum(tokens.lengths[r] for r in p))
-        if real >= MEAN_BATCH_TOKENS:
-            out.append(Batch(group, float(len(rows))))
-            group, real = [], 0
-    if group:
-        out.append(Batch(group, float(len(rows))))
-    return out
 
 
 CHECKPOINT = "collect_checkpoint.safetensors"
@@ -259,7 +207,8 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
         val_tokens = tokenize_split(tok, val, None, max_length=cfg.max_length)
         timings["tokenize_s"] = time.perf_counter() - t
 
-        batches = gradient_batches(cfg, train_tokens, train, rows)
+        batches = gradient_batches(train_tokens, rows, train.labels, train.is_regression, reduction=cfg.reduction,
+                                   batch_size=cfg.batch_size, keep_last=cfg.keep_last)
         used_rows = [r for b in fixed_batches(rows, cfg.batch_size, keep_last=cfg.keep_last) for r in b] \
             if cfg.reduction == "batch-sum" else list(rows)
         row_ids = [train.row_ids[r] for r in used_rows]
@@ -291,9 +240,8 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
         if not eligible:
             raise ConfigError(f"--exclude {cfg.exclude!r} leaves no eligible parameter with a gradient")
         with _phase("select"):
-            progress.phase("select", len(cfg.fraction))
-            selections = select_detrimental(eligible, state.grad_sum, cfg.lr, cfg.fraction, cfg.rank_by, cfg.literal,
-                                            seed=cfg.seed)
+            progress.phase("select", 1)
+            selector = DetrimentalSelector(eligible, state.grad_sum, cfg.lr, cfg.rank_by, cfg.literal, seed=cfg.seed)
             progress.done()
             # The study's headline count covers every parameter, the head included.
             all_named = [(n, p) for n, p in named_all if n in state.grad_sum]
@@ -302,23 +250,35 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
                                                   cfg.lr, literal=cfg.literal, names=[n for n, _ in all_named]).sum())
         timings["select_s"] = time.perf_counter() - t
 
-        rows_out = []
+        # The zeroing's own bound: the bytes of θ and g it must read at the read bandwidth measured now,
+        # with the thread count the zeroing runs with.
+        read_bytes = sum(p.numel() * p.element_size() + state.grad_sum[n].numel() * state.grad_sum[n].element_size()
+                         for n, p in eligible)
+        bandwidth = read_bandwidth()
+        rows_out, selections = [], []
         t = time.perf_counter()
         with _phase("evaluate-after"):
-            for sel in selections:
+            for fraction in cfg.fraction:
                 tz = time.perf_counter()
-                sel.mask.apply(model)
+                sel = selector.select_and_zero_(fraction)  # mft::zero_topk_: select and zero in one pass
                 zero_s = time.perf_counter() - tz
-                after = _evaluate(model, val_tokens, val, cfg, progress, f"after {sel.fraction:g}")
+                after = _evaluate(model, val_tokens, val, cfg, progress, f"after {fraction:g}")
                 sel.mask.restore(model)
-                entry = {**sel.to_dict(), "zero_s": zero_s, "after": after}
+                tz = time.perf_counter()
+                again = selector.select_and_zero_(fraction)  # the same call with its work buffers warm
+                zero_warm_s = time.perf_counter() - tz
+                again.mask.restore(model)
+                entry = {**sel.to_dict(), "zero_s": zero_s, "zero_warm_s": zero_warm_s,
+                         "read_bound_s": read_bytes / bandwidth, "zero_path": "zero_topk_" if selector.fused
+                         else "select_topk+zero_masked_", "after": after}
                 if cfg.control:
                     ctrl = random_mask(eligible, sel.k, seed=cfg.seed + 1)
                     ctrl.apply(model)
-                    entry["control"] = _evaluate(model, val_tokens, val, cfg, progress, f"control {sel.fraction:g}")
+                    entry["control"] = _evaluate(model, val_tokens, val, cfg, progress, f"control {fraction:g}")
                     ctrl.restore(model)
                     entry["control_mask"] = ctrl
                 rows_out.append(entry)
+                selections.append(sel)
         timings["zero_and_evaluate_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - t0
 
@@ -339,6 +299,7 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
                            "n_batches": state.n_batches, "mean_batch_loss": (sum(state.batch_losses) / max(len(state.batch_losses), 1)),
                            "reused_state": cfg.state, "provenance_checked": provenance_checked,
                            "resumed": resume is not None},
+            "read_bandwidth_bytes_per_s": bandwidth,
             "counts": {"total": sum(p.numel() for _, p in named_all),
                        "detrimental_total": n_det_all,
                        "eligible": selections[0].n_eligible,

@@ -26,11 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from ..config import _help
+from ..config import help_field
 from ..data import TaskData
 from ..errors import ConfigError
 from ..report import ResultsFolder
-from .mft_study import Progress
+from ..report.plots import pyplot
+from ..report.progress import Progress
 from .trials import (
     Bench,
     StudyConfig,
@@ -41,7 +42,6 @@ from .trials import (
     halves_metrics,
     parse_float_list,
     parse_names,
-    pyplot,
     run_trial,
     table_text,
     trial_record,
@@ -189,15 +189,15 @@ class NoiseConfig(StudyConfig):
     """`mft study noise`: train clean, test on corrupted text at several levels; optionally noise-augmented
     training on the same rows."""
 
-    kinds: str = _help("corruptions tested: comma-separated emoji, char-sub, char-del, word-del, word-sub, "
-                       "word-swap, mixed (or all)", "all")
-    levels: str = _help("noise levels tested (share of units changed), comma-separated in [0, 1]; level 0 "
-                        "(clean) is always included", "0.1,0.2,0.3")
-    augment: bool = _help("also train a model on noise-augmented rows and test it the same way", True)
-    augment_kinds: str = _help("corruptions of the augmented training texts (one drawn per text)",
-                               "emoji,char-sub,word-del")
-    augment_level: float = _help("noise level of the augmented training texts, in [0, 1]", 0.2)
-    augment_share: float = _help("share of the training rows whose text is corrupted, in [0, 1]", 0.5)
+    kinds: str = help_field("corruptions tested: comma-separated emoji, char-sub, char-del, word-del, word-sub, "
+                            "word-swap, mixed (or all)", "all")
+    levels: str = help_field("noise levels tested (share of units changed), comma-separated in [0, 1]; level 0 "
+                             "(clean) is always included", "0.1,0.2,0.3")
+    augment: bool = help_field("also train a model on noise-augmented rows and test it the same way", True)
+    augment_kinds: str = help_field("corruptions of the augmented training texts (one drawn per text)",
+                                    "emoji,char-sub,word-del")
+    augment_level: float = help_field("noise level of the augmented training texts, in [0, 1]", 0.2)
+    augment_share: float = help_field("share of the training rows whose text is corrupted, in [0, 1]", 0.5)
 
     def __post_init__(self) -> None:
         super().__post_init__()

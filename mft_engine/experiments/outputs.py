@@ -57,7 +57,8 @@ def summary_text(record: dict[str, Any]) -> str:
             "",
             f"fraction {f['fraction']:g}: zeroed {f['k']:,} ({100 * f['k'] / cnt['total']:.3f}% of the model), "
             f"threshold score {f['threshold_score']:.6g}, tied at threshold {f['n_tied_at_threshold']}, "
-            f"zeroing {f['zero_s'] * 1e3:.1f} ms",
+            f"zeroing {f['zero_s'] * 1e3:.1f} ms (warm {f['zero_warm_s'] * 1e3:.1f} ms, read bound "
+            f"{f['read_bound_s'] * 1e3:.1f} ms, {f['zero_path']})",
             _metric_line("  after", f["after"]),
         ]
         if "control" in f:

@@ -13,54 +13,56 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
 
 from ..collect import GradientState, collect_gradients
-from ..config import COUNT_MAX, EXCLUDE_PRESETS, SAMPLE_ORDERS, SEED_MAX, _help, check_int_range, round_lr_fp32
-from ..data import load_data, select_samples, tokenize_split, token_budget_batches, validation_halves
+from ..config import (COUNT_MAX, EXCLUDE_PRESETS, SAMPLE_ORDERS, SEED_MAX, check_int_range, help_field,
+                      round_lr_fp32)
+from ..data import (gradient_batches, load_data, objective_batches, select_samples, tokenize_split,
+                    validation_halves)
 from ..errors import ConfigError
+from ..evaluate.validation import ValidationSets
 from ..masking import check_exclude_patterns, eligible_parameters
 from ..models import load_model
+from ..report.progress import Progress
 from ..scoring import ScoringInputs
 from ..scoring.fit import SOLVERS
 from ..scoring.objective import Objective
-from .mft_study import Progress, gradient_batches
 
 
 @dataclass
 class ScoringConfig:
     """Fields shared by `mft validate-scorer` and `mft influence`."""
 
-    model: str = _help("a fine-tuned checkpoint folder (e.g. from mft finetune --save-at) | minilm | bert-tiny-random", "minilm")
-    task: str = _help("task id (sst2, mrpc, ...) or a local CSV/TSV/JSONL file or folder", "sst2")
-    data_dir: str | None = _help("GLUE root or task folder; else $MFT_DATA_DIR, the embedded SST-2, the Hub", None)
-    samples: int = _help("training samples N: the gradient test's g and the curvature H (Gauss-Newton) use them", 1000)
-    sample_order: str = _help("first (first N rows) | seeded (N rows drawn with the seed)", "first")
-    batch_size: int = _help("fixed batch size defining the training g (batch-sum, as mft run)", 32)
-    lr: float = _help("learning rate of the gradient test (rounded once to fp32)", 2e-5)
-    exclude: str = _help("original | influence | none | comma-separated name patterns", "influence")
-    scorers: str = _help("scorers to run: all | comma-separated names", "all")
-    solver: str = _help("influence's inverse solver: cg | pcg (CG, Jacobi-preconditioned by diag H + λ) | "
-                        "woodbury (exact, through H's rank of N per-example factors) | lissa | cg-block (per-tensor blocks)", "cg")
-    damping: float | None = _help("absolute damping λ of (H + λI) (default: --damping-factor × mean diag H)", None)
-    damping_factor: float = _help("λ = this × the mean of diag(H) when --damping is not given", 1e-3)
-    cg_tol: float = _help("stop CG at this relative residual", 0.05)
-    cg_max_iter: int = _help("CG iterations at most", 40)
-    lissa_depth: int = _help("LiSSA recursion depth", 100)
-    lissa_scale: float | None = _help("LiSSA scale (> the largest eigenvalue of H + λI; default: estimated by power iteration)", None)
-    lissa_repetitions: int = _help("LiSSA repetitions averaged", 1)
-    obs_samples: int = _help("per-example gradients m for OBS's block Fisher (>= 50)", 64)
-    seed: int = _help("seed of the validation halves, the parameter sample and the random controls", 42)
-    max_length: int = _help("maximum tokens per sentence (pair)", 128)
-    eval_batch_tokens: int = _help("token budget of a batch of the objectives and evaluations", 4096)
-    text_column: str | None = _help("text column of a local file task", None)
-    text_pair_column: str | None = _help("second text column of a local pair task", None)
-    label_column: str | None = _help("label column of a local file task", None)
-    out: str = _help("parent folder of the results folder", "results")
+    model: str = help_field("a fine-tuned checkpoint folder (e.g. from mft finetune --save-at) | minilm | bert-tiny-random", "minilm")
+    task: str = help_field("task id (sst2, mrpc, ...) or a local CSV/TSV/JSONL file or folder", "sst2")
+    data_dir: str | None = help_field("GLUE root or task folder; else $MFT_DATA_DIR, the embedded SST-2, the Hub", None)
+    samples: int = help_field("training samples N: the gradient test's g and the curvature H (Gauss-Newton) use them", 1000)
+    sample_order: str = help_field("first (first N rows) | seeded (N rows drawn with the seed)", "first")
+    batch_size: int = help_field("fixed batch size defining the training g (batch-sum, as mft run)", 32)
+    lr: float = help_field("learning rate of the gradient test (rounded once to fp32)", 2e-5)
+    exclude: str = help_field("original | influence | none | comma-separated name patterns", "influence")
+    scorers: str = help_field("scorers to run: all | comma-separated names", "all")
+    solver: str = help_field("influence's inverse solver: cg | pcg (CG, Jacobi-preconditioned by diag H + λ) | "
+                             "woodbury (exact, through H's rank of N per-example factors) | lissa | cg-block (per-tensor blocks)", "cg")
+    damping: float | None = help_field("absolute damping λ of (H + λI) (default: --damping-factor × mean diag H)", None)
+    damping_factor: float = help_field("λ = this × the mean of diag(H) when --damping is not given", 1e-3)
+    cg_tol: float = help_field("stop CG at this relative residual", 0.05)
+    cg_max_iter: int = help_field("CG iterations at most", 40)
+    lissa_depth: int = help_field("LiSSA recursion depth", 100)
+    lissa_scale: float | None = help_field("LiSSA scale (> the largest eigenvalue of H + λI; default: estimated by power iteration)", None)
+    lissa_repetitions: int = help_field("LiSSA repetitions averaged", 1)
+    obs_samples: int = help_field("per-example gradients m for OBS's block Fisher (>= 50)", 64)
+    seed: int = help_field("seed of the validation halves, the parameter sample and the random controls", 42)
+    max_length: int = help_field("maximum tokens per sentence (pair)", 128)
+    eval_batch_tokens: int = help_field("token budget of a batch of the objectives and evaluations", 4096)
+    text_column: str | None = help_field("text column of a local file task", None)
+    text_pair_column: str | None = help_field("second text column of a local pair task", None)
+    label_column: str | None = help_field("label column of a local file task", None)
+    out: str = help_field("parent folder of the results folder", "results")
 
     def __post_init__(self) -> None:
         for name, lo in (("samples", 1), ("batch_size", 1), ("max_length", 2), ("eval_batch_tokens", 1)):
@@ -101,12 +103,6 @@ class ScoringConfig:
         return dataclasses.asdict(self)
 
 
-def objective_batches(tokens, rows: list[int], labels, regression: bool, max_tokens: int) -> list[dict]:
-    """HF batches over `rows`, grouped by length within a token budget (little padding)."""
-    lengths = [int(tokens.lengths[r]) for r in rows]
-    return [tokens.batch([rows[i] for i in g], labels, regression) for g in token_budget_batches(lengths, max_tokens)]
-
-
 class ScoringData:
     """The task's splits tokenized once (shared by every checkpoint of a sweep)."""
 
@@ -122,10 +118,8 @@ class ScoringData:
         self.val_tokens = tokenize_split(tokenizer, self.val, None, max_length=cfg.max_length)
         self.scoring_rows, self.evaluation_rows = validation_halves(len(self.val), cfg.seed)
 
-    def validation_sets(self):
+    def validation_sets(self) -> ValidationSets:
         """ValidationSets over the halves (metrics on "scoring", "evaluation", "whole")."""
-        from ..train.loop import ValidationSets
-
         return ValidationSets(self.val_tokens, list(self.val.labels), self.val.num_labels, False,
                               self.scoring_rows, self.evaluation_rows, self.cfg.eval_batch_tokens)
 
@@ -197,8 +191,8 @@ def prepare_bench(cfg: ScoringConfig, model_name: str | None = None, data: Scori
         raise ConfigError(f"--exclude {cfg.exclude!r} leaves no eligible parameter")
 
     t = time.perf_counter()
-    ns = SimpleNamespace(reduction="batch-sum", batch_size=cfg.batch_size, keep_last=False)
-    batches = gradient_batches(ns, data.train_tokens, data.train, data.rows)
+    batches = gradient_batches(data.train_tokens, data.rows, data.train.labels, data.train.is_regression,
+                               reduction="batch-sum", batch_size=cfg.batch_size, keep_last=False)
     if not batches:
         raise ConfigError(f"--samples {cfg.samples} is fewer than one batch of --batch-size {cfg.batch_size}")
     progress.phase("collect gradients (eval mode)", len(batches))

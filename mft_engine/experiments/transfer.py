@@ -29,10 +29,11 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ..config import _help
+from ..config import help_field
 from ..errors import ConfigError
 from ..report import ResultsFolder
-from .mft_study import Progress
+from ..report.plots import pyplot
+from ..report.progress import Progress
 from .svd import svd_rows
 from .trials import (
     Bench,
@@ -43,7 +44,6 @@ from .trials import (
     flat_metrics,
     halves_metrics,
     parse_names,
-    pyplot,
     run_trial,
     table_text,
     trial_record,
@@ -61,15 +61,15 @@ class TransferConfig(StudyConfig):
     #: fields without a CLI flag: the study trains LoRA at each of --placements
     HIDDEN_FLAGS: ClassVar[tuple[str, ...]] = ("method", "lora_placement")
 
-    method: str = _help("fine-tuning method (the transfer study is LoRA's: only lora)", "lora")
-    target_task: str = _help("target task id (or a local file/folder)", "mrpc")
-    target_data_dir: str | None = _help("GLUE root or task folder of the target (default: --data-dir)", None)
-    target_samples: int | None = _help("training rows of the target task (default: all)", None)
-    placements: str = _help("LoRA placements compared: comma-separated attn-qkv, attn-full, ffn-only, full "
-                            "(or all)", "all")
-    head_lr: float | None = _help("learning rate of the transfer run's new head (default: --lr)", None)
-    curve_points: int = _help("evaluation-half validations during each target run, for the learning curves "
-                              "(0: none)", 5)
+    method: str = help_field("fine-tuning method (the transfer study is LoRA's: only lora)", "lora")
+    target_task: str = help_field("target task id (or a local file/folder)", "mrpc")
+    target_data_dir: str | None = help_field("GLUE root or task folder of the target (default: --data-dir)", None)
+    target_samples: int | None = help_field("training rows of the target task (default: all)", None)
+    placements: str = help_field("LoRA placements compared: comma-separated attn-qkv, attn-full, ffn-only, full "
+                                 "(or all)", "all")
+    head_lr: float | None = help_field("learning rate of the transfer run's new head (default: --lr)", None)
+    curve_points: int = help_field("evaluation-half validations during each target run, for the learning curves "
+                                   "(0: none)", 5)
 
     def __post_init__(self) -> None:
         from ..train.lora import PLACEMENTS

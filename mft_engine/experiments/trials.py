@@ -20,12 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import COUNT_MAX, PRECISIONS, SAMPLE_ORDERS, _help, check_int_range
+from ..config import COUNT_MAX, PRECISIONS, SAMPLE_ORDERS, check_int_range, help_field
 from ..data import TaskData, load_data, select_samples, tokenize_split, validation_halves
 from ..errors import ConfigError
+from ..evaluate.validation import ValidationSets
 from ..models import load_model
 from ..report import machine_info, versions
-from .mft_study import Progress
+from ..report.progress import Progress
 
 #: study fields copied into the FinetuneConfig of every trial
 _FINETUNE_FIELDS = ("method", "model", "task", "data_dir", "epochs", "max_steps", "batch_size", "lr", "seed",
@@ -41,24 +42,24 @@ class StudyConfig:
     method, learning rate or placement fails before anything runs, naming the flag.
     """
 
-    model: str = _help("minilm | bert-base-random | bert-tiny-random | a checkpoint folder | a Hub id", "minilm")
-    task: str = _help("task id (sst2, mrpc, cola, ...) or a local CSV/TSV/JSONL file or folder", "sst2")
-    data_dir: str | None = _help("GLUE root or task folder; else $MFT_DATA_DIR, the embedded SST-2, the Hub", None)
-    samples: int | None = _help("training rows in the study's pool (default: all)", None)
-    sample_order: str = _help("first (first N rows) | seeded (N rows drawn with the seed)", "first")
-    method: str = _help("fine-tuning method of every trial: full | bitfit | lora | freeze", "full")
-    epochs: int = _help("passes over each trial's training rows (ignored when --max-steps > 0)", 1)
-    max_steps: int = _help("optimizer steps of each trial, overriding --epochs (0: epochs decide)", 0)
-    batch_size: int = _help("training rows per step", 32)
-    lr: float | None = _help("peak learning rate (default: the method's)", None)
-    seed: int = _help("seed of the pool, the subsets, the heads, LoRA init, shuffling and the validation halves", 42)
-    precision: str = _help("fp32 | bf16 (bf16 autocast forward/backward, fp32 weights)", "fp32")
-    max_length: int = _help("maximum tokens per sentence (pair)", 128)
-    eval_batch_tokens: int = _help("token budget of an evaluation batch", 8192)
-    lora_rank: int = _help("LoRA rank r (method lora)", 8)
-    lora_alpha: float = _help("LoRA alpha (the update is scaled by alpha / r)", 16.0)
-    lora_placement: str = _help("LoRA layers: attn-qkv | attn-full | ffn-only | full", "attn-qkv")
-    out: str = _help("parent folder of the results folder", "results")
+    model: str = help_field("minilm | bert-base-random | bert-tiny-random | a checkpoint folder | a Hub id", "minilm")
+    task: str = help_field("task id (sst2, mrpc, cola, ...) or a local CSV/TSV/JSONL file or folder", "sst2")
+    data_dir: str | None = help_field("GLUE root or task folder; else $MFT_DATA_DIR, the embedded SST-2, the Hub", None)
+    samples: int | None = help_field("training rows in the study's pool (default: all)", None)
+    sample_order: str = help_field("first (first N rows) | seeded (N rows drawn with the seed)", "first")
+    method: str = help_field("fine-tuning method of every trial: full | bitfit | lora | freeze", "full")
+    epochs: int = help_field("passes over each trial's training rows (ignored when --max-steps > 0)", 1)
+    max_steps: int = help_field("optimizer steps of each trial, overriding --epochs (0: epochs decide)", 0)
+    batch_size: int = help_field("training rows per step", 32)
+    lr: float | None = help_field("peak learning rate (default: the method's)", None)
+    seed: int = help_field("seed of the pool, the subsets, the heads, LoRA init, shuffling and the validation halves", 42)
+    precision: str = help_field("fp32 | bf16 (bf16 autocast forward/backward, fp32 weights)", "fp32")
+    max_length: int = help_field("maximum tokens per sentence (pair)", 128)
+    eval_batch_tokens: int = help_field("token budget of an evaluation batch", 8192)
+    lora_rank: int = help_field("LoRA rank r (method lora)", 8)
+    lora_alpha: float = help_field("LoRA alpha (the update is scaled by alpha / r)", 16.0)
+    lora_placement: str = help_field("LoRA layers: attn-qkv | attn-full | ffn-only | full", "attn-qkv")
+    out: str = help_field("parent folder of the results folder", "results")
 
     def __post_init__(self) -> None:
         if self.samples is not None:
@@ -169,10 +170,8 @@ class Bench:
         """`data` tokenized as this bench tokenizes (same tokenizer and max_length)."""
         return tokenize_split(self.tokenizer, data, None, max_length=self.cfg.max_length)
 
-    def validation_sets(self, val: TaskData):
+    def validation_sets(self, val: TaskData) -> ValidationSets:
         """ValidationSets over `val` (the validation split, or a changed copy of it) with this bench's halves."""
-        from ..train.loop import ValidationSets
-
         return ValidationSets(self.tokens(val), list(val.labels), val.num_labels, val.is_regression,
                               self.scoring_rows, self.evaluation_rows, self.cfg.eval_batch_tokens)
 
@@ -330,10 +329,3 @@ def mean_and_range(values: Sequence[float]) -> dict[str, float]:
     """Mean, min and max of values (the spread across seeds; a bootstrap CI is added where n ≥ 2)."""
     a = np.asarray(values, dtype=np.float64)
     return {"mean": float(a.mean()), "min": float(a.min()), "max": float(a.max()), "n": int(a.size)}
-
-
-def pyplot():
-    """matplotlib.pyplot on the Agg backend (no display needed)."""
-    from ..report.plots import _plt
-
-    return _plt()

@@ -18,13 +18,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import _help
+from ..config import help_field
 from ..errors import ConfigError
 from ..report import ResultsFolder, machine_info, versions
+from ..report.plots import pyplot
+from ..report.progress import Progress
 from ..scoring.judge import ScorerVerdict, base_rate, best_signed, judge_scorer
-from .mft_study import Progress
 from .scoring_setup import ScoringConfig, flat_to_items, gather, lowest, prepare_bench, sample_eligible
-from .trials import parse_float_list, pyplot, table_text, write_table
+from .trials import parse_float_list, table_text, write_table
 
 log = logging.getLogger("mft_engine")
 GROUND_TRUTH_DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -35,16 +36,16 @@ ADDITIVITY_K = 100
 class ValidateConfig(ScoringConfig):
     """Configuration of `mft validate-scorer`."""
 
-    n_params: int = _help("sampled eligible parameters, each zeroed alone for its true ΔL", 1000)
-    precision: str = _help("ground-truth arithmetic: float64 | float32 (allowed where its noise floor is >= 10x "
-                           "below the median |ΔL|: the report says whether it was)", "float64")
-    damping_sweep: str = _help("influence re-scored at λ = each factor × mean diag H (comma-separated; empty: no sweep)",
-                               "1e-4,1e-2,1e-1")
-    additivity: bool = _help("zero the best signed scorer's 100 lowest-scored parameters together: joint ΔL vs Σ single ΔL",
-                             True)
-    ground_truth: str | None = _help("reuse ΔL and the noise floor of an earlier validate run (its folder) instead of "
-                                     "zeroing again: same --model, --seed, --n-params, --exclude and --precision, so "
-                                     "its sampled parameters are this run's", None)
+    n_params: int = help_field("sampled eligible parameters, each zeroed alone for its true ΔL", 1000)
+    precision: str = help_field("ground-truth arithmetic: float64 | float32 (allowed where its noise floor is >= 10x "
+                                "below the median |ΔL|: the report says whether it was)", "float64")
+    damping_sweep: str = help_field("influence re-scored at λ = each factor × mean diag H (comma-separated; empty: no sweep)",
+                                    "1e-4,1e-2,1e-1")
+    additivity: bool = help_field("zero the best signed scorer's 100 lowest-scored parameters together: joint ΔL vs Σ single ΔL",
+                                  True)
+    ground_truth: str | None = help_field("reuse ΔL and the noise floor of an earlier validate run (its folder) instead of "
+                                          "zeroing again: same --model, --seed, --n-params, --exclude and --precision, so "
+                                          "its sampled parameters are this run's", None)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -183,7 +184,7 @@ def validate_scorers(cfg: ValidateConfig, progress: Progress | None = None) -> V
             "damping_sweep": sweep,
             "out_dir": str(folder.final),
         }
-        fit_info = bench.inputs._cache.get("influence_fit_info")
+        fit_info = bench.inputs.peek("influence_fit_info")
         record = {"config": cfg.to_dict(), "versions": versions(), "machine": machine_info(),
                   "model": {"source": bench.source, "n_eligible": bench.n_eligible(),
                             "excluded_patterns": list(cfg.exclude_patterns())},

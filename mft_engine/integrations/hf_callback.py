@@ -133,10 +133,9 @@ class MftCallback(TrainerCallback):
                 p.grad = g
         if state.n_batches == 0:
             raise ConfigError("MftCallback collected on no batch (empty batches or dataloader)")
+        # apply: selected and zeroed in one pass; the mask keeps the values, so mask.restore(model) undoes it
         mask = detrimental_mask(model, state, lr=lr, fraction=self.fraction, rank_by=self.rank_by,
-                                exclude=self.exclude)
-        if self.apply:
-            mask.apply(model)  # keeps the zeroed values: mask.restore(model) undoes it
+                                exclude=self.exclude, apply=self.apply)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         stem = f"mask_epoch{epoch}"
         mask.info.update(epoch=epoch, global_step=global_step)

@@ -78,7 +78,8 @@ def minilm_path() -> Path:
 
 
 @contextlib.contextmanager
-def _quiet_transformers():
+def quiet_transformers():
+    """Context manager: transformers' logging at error level and its progress bars off, restored on exit."""
     # The "newly initialized classifier" warning is expected for a new head; the run log records the source.
     from transformers.utils import logging as hf_logging
 
@@ -243,7 +244,7 @@ def load_model(name: str, num_labels: int, seed: int = 42, problem_type: str | N
     if problem_type:
         kw["problem_type"] = problem_type
     torch.manual_seed(seed)
-    with _quiet_transformers():
+    with quiet_transformers():
         if name == "minilm":
             path = minilm_path()
             config = AutoConfig.from_pretrained(str(path), local_files_only=True)

@@ -6,6 +6,8 @@ or broken extension raises ImportError here: rebuild with `pip install --no-buil
 
 Ops (schemas in bindings/registration.cpp; CPU kernels in csrc/):
   accumulate_, detrimental_score, detrimental_count, select_topk, zero_topk_, zero_masked_, restore_.
+`round_lr(lr)` is the lr every op uses (rounded once to float32, checked); `ops.reference` holds the
+pure-PyTorch oracles the tests and `mft bench zeroing` compare the kernels with.
 
 CPU code path: the kernels have a scalar baseline, an AVX2+FMA and an AVX-512 path, all bit-identical.
 The widest one this CPU supports is used unless MFT_CPU_PATH=scalar|avx2|avx512|auto says otherwise
@@ -40,6 +42,7 @@ except ImportError as _e:
         os.environ[_cpu_env.ENV_VAR] = _saved  # child processes see what the user set
 
 from . import _fake  # noqa: F401  (registers the fake implementations)
+from ._args import round_lr
 from .accumulate import accumulate_
 from .detrimental_count import detrimental_count
 from .detrimental_score import detrimental_score
@@ -100,6 +103,6 @@ def use_cpu_path(name: str) -> Iterator[None]:
 
 __all__ = [
     "CpuPathError", "accumulate_", "cached_memory", "check_cpu_path_environment", "cpu_path", "detrimental_count",
-    "detrimental_score", "release_cached_memory", "restore_", "select_topk", "set_cpu_path", "supported_cpu_paths",
-    "use_cpu_path", "zero_masked_", "zero_topk_",
+    "detrimental_score", "release_cached_memory", "restore_", "round_lr", "select_topk", "set_cpu_path",
+    "supported_cpu_paths", "use_cpu_path", "zero_masked_", "zero_topk_",
 ]

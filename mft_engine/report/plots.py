@@ -4,7 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed); imported on first use, as matplotlib is slow
+    to import and most runs draw nothing."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -15,7 +17,7 @@ def _plt():
 
 def plot_training_loss(losses: list[float], path: Path, title: str = "Per-batch loss during collection") -> None:
     """Line plot of the loss of each collection batch (no weight update: the spread shows batch noise)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(range(1, len(losses) + 1), losses, marker="o", ms=3)
     ax.set_xlabel("batch")
@@ -29,7 +31,7 @@ def plot_training_loss(losses: list[float], path: Path, title: str = "Per-batch 
 
 def plot_layer_zeroed(layers: list[dict], path: Path) -> None:
     """Bar chart of the share of each layer's parameters that were zeroed (largest fraction's mask)."""
-    plt = _plt()
+    plt = pyplot()
     names = [r["layer"] for r in layers]
     shares = [r["zeroed"] / r["numel"] if r["numel"] else 0.0 for r in layers]
     fig, ax = plt.subplots(figsize=(max(7, 0.35 * len(names)), 4.5))

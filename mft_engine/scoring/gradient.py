@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ..ops import detrimental_score
-from ..ops._args import round_lr
+from ..ops import detrimental_score, round_lr
 from .base import Scorer, as_scores, register_scorer
 from .inputs import MissingStatisticError, ScoringInputs
 

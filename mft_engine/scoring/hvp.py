@@ -88,7 +88,7 @@ def random_like(params: Params, generator: torch.Generator | None = None) -> Par
 # The objective as functions of the chosen parameters only
 # ---------------------------------------------------------------------------------------------------------
 
-def _prepare(objective: Objective, params: Params | None) -> tuple[Params, Params]:
+def split_params(objective: Objective, params: Params | None) -> tuple[Params, Params]:
     """(chosen params, the other parameters detached). Passing the others detached keeps autograd from
     recording a graph towards parameters nobody differentiates."""
     params = objective.params() if params is None else {n: params[n].detach() for n in objective.names}
@@ -139,7 +139,7 @@ def hvp(objective: Objective, v: Params, params: Params | None = None, mode: str
     """
     if mode not in ("reverse", "forward"):
         raise ConfigError(f"hvp mode {mode!r} must be 'reverse' or 'forward'")
-    params, frozen = _prepare(objective, params)
+    params, frozen = split_params(objective, params)
     v = _check_vector(objective, v, params)
     out = zeros_like(params)
     for b in objective.batches:
@@ -192,7 +192,7 @@ def gnvp(objective: Objective, v: Params, params: Params | None = None) -> Param
     and backward 2); memory: one batch's activations. For many vectors use `batched_gnvp`, which shares
     the primal work.
     """
-    params, frozen = _prepare(objective, params)
+    params, frozen = split_params(objective, params)
     v = _check_vector(objective, v, params)
     out: Params | None = None
     for b in objective.batches:
@@ -277,7 +277,7 @@ def _num_classes(objective: Objective) -> int:
 
 @torch.enable_grad()
 def _gnvp_factors(objective: Objective, vs: list[Params], params: Params | None) -> list[Params]:
-    params, frozen = _prepare(objective, params)
+    params, frozen = split_params(objective, params)
     vs = [_check_vector(objective, v, params) for v in vs]
     names = objective.names
     sizes = [params[n].numel() for n in names]
@@ -301,7 +301,7 @@ def _gnvp_factors(objective: Objective, vs: list[Params], params: Params | None)
         s = _gram(stacked, a)                                                    # V A   [k, count]
         return torch.mm(s, a) if out is None else out.addmm_(s, a)              # += (V A) Aᵀ, as rows
 
-    for gs in _example_factors(objective, params, frozen):
+    for gs in example_factors(objective, params, frozen):
         row = block[filled]
         for piece, g in zip(row.split(sizes), gs):
             if g is None:
@@ -334,7 +334,7 @@ def _batched(objective: Objective, vs: list[Params], params: Params | None, chun
              per_batch: Callable[..., Params]) -> list[Params]:
     if not vs:
         return []
-    params, frozen = _prepare(objective, params)
+    params, frozen = split_params(objective, params)
     vs = [_check_vector(objective, v, params) for v in vs]
     stacked = {n: torch.stack([v[n] for v in vs]) for n in objective.names}
     out: Params | None = None
@@ -349,7 +349,7 @@ def _batched(objective: Objective, vs: list[Params], params: Params | None, chun
 # The exact Gauss-Newton diagonal
 # ---------------------------------------------------------------------------------------------------------
 
-def _examples(batch: dict) -> list[dict[str, torch.Tensor]]:
+def single_examples(batch: dict) -> list[dict[str, torch.Tensor]]:
     """The batch's examples as batches of one, each cut after its last real token: [{key: [1, L_e]}].
 
     Columns after the last unmasked token change nothing for the real tokens (they are masked keys, and
@@ -369,21 +369,21 @@ def _examples(batch: dict) -> list[dict[str, torch.Tensor]]:
     return out
 
 
-def _example_factors(objective: Objective, params: Params, frozen: Params,
-                     examples: list[dict[str, torch.Tensor]] | None = None
-                     ) -> Iterator[tuple[torch.Tensor | None, ...]]:
+def example_factors(objective: Objective, params: Params, frozen: Params,
+                    examples: list[dict[str, torch.Tensor]] | None = None
+                    ) -> Iterator[tuple[torch.Tensor | None, ...]]:
     """The factors a_e,c = J_eᵀ q_e,c of G = (1/n) Σ_e,c a_e,c a_e,cᵀ, one at a time, as tuples aligned with
     `params` (None where a parameter does not reach the logits); over `examples` (batches of one from
-    `_examples`) when given, else over every example of the objective.
+    `single_examples`) when given, else over every example of the objective.
 
     H_z,e = diag(p_e) − p_e p_eᵀ = Σ_c q_e,c q_e,cᵀ with q_e,c = √p_e,c (e_c − p_e); for two classes
     H_z,e = u_e u_eᵀ, u_e = √(p_0 p_1)·(1, −1), so one factor (one backward) per example; for C > 2, C
     factors per example (the forward shared, the graph retained). Each example runs as a batch of one cut
-    to its own length (`_examples`), so no padded token is computed. Must run with grad enabled.
+    to its own length (`single_examples`), so no padded token is computed. Must run with grad enabled.
     """
     names = list(params)
     if examples is None:
-        examples = [e for b in objective.batches for e in _examples(b)]
+        examples = [e for b in objective.batches for e in single_examples(b)]
     for example in examples:
         leaf = {n: p.detach().requires_grad_(True) for n, p in params.items()}  # views: no copy
         z = objective.logits({**frozen, **leaf}, example)[0]                  # [C]
@@ -413,9 +413,9 @@ def gauss_newton_diagonal(objective: Objective, params: Params | None = None) ->
     Cost: one forward and one backward per example (C backward passes when C > 2); memory: one
     example's activations and one gradient (|θ|) beyond the result.
     """
-    params, frozen = _prepare(objective, params)
+    params, frozen = split_params(objective, params)
     out = zeros_like(params)
-    for gs in _example_factors(objective, params, frozen):
+    for gs in example_factors(objective, params, frozen):
         for n, g in zip(out, gs):
             if g is not None:
                 out[n].addcmul_(g, g)
@@ -452,7 +452,7 @@ def default_damping(objective: Objective, params: Params | None = None,
 # ---------------------------------------------------------------------------------------------------------
 
 def _explicit_setup(objective: Objective, params: Params | None) -> tuple[Params, Params, torch.Tensor]:
-    params, frozen = _prepare(objective, params)
+    params, frozen = split_params(objective, params)
     size = sum(t.numel() for t in params.values())
     if size > EXPLICIT_LIMIT:
         raise ConfigError(f"explicit curvature matrices are for blocks of at most {EXPLICIT_LIMIT} parameters; "

@@ -71,7 +71,7 @@ def influence_fit(inputs: ScoringInputs, damping_factor: float | None = None) ->
                           tol=float(opts.get("cg_tol", 1e-3)), max_iter=int(opts.get("cg_max_iter", 100)),
                           lissa_depth=int(opts.get("lissa_depth", 100)), lissa_scale=opts.get("lissa_scale"),
                           lissa_repetitions=int(opts.get("lissa_repetitions", 1)), fits_dir=inputs.fits_dir,
-                          progress=cb, mean_diagonal=inputs._cache.get("train_gn_mean_diagonal"),
+                          progress=cb, mean_diagonal=inputs.peek("train_gn_mean_diagonal"),
                           diagonal=train_diagonal(inputs) if solver == "pcg" else None,
                           lowrank=train_lowrank(inputs) if solver == "woodbury" else None)
         if progress is not None:
@@ -81,7 +81,8 @@ def influence_fit(inputs: ScoringInputs, damping_factor: float | None = None) ->
     fit = inputs.cached(name, solve)
     info = fit.to_dict()
     info["requested_damping_factor"] = factor
-    inputs._cache.setdefault("influence_fit_info", info)
+    # The first fit (the scorer's own λ) is the one reported: a damping sweep's later fits do not replace it.
+    inputs.cached("influence_fit_info", lambda: info)
     return fit
 
 

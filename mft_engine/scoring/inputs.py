@@ -57,6 +57,10 @@ class ScoringInputs:
             self._cache[key] = compute()
         return self._cache[key]
 
+    def peek(self, key: str, default: Any = None) -> Any:
+        """The statistic under `key` if something computed it already, else `default` (never computes)."""
+        return self._cache.get(key, default)
+
     def require(self, scorer: str, **needed: Any) -> None:
         """Raise MissingStatisticError naming every input in `needed` that is None or empty."""
         missing = [k for k, v in needed.items() if v is None or (hasattr(v, "__len__") and len(v) == 0)]

@@ -1,7 +1,7 @@
 """Exact damped Gauss-Newton solves through the matrix's low rank: (G + λI)⁻¹ b by Woodbury.
 
 G over n training examples is a sum of M = n·(C−1 if C = 2 else C) rank-one terms,
-G = (1/n) Σ_m a_m a_mᵀ = (1/n) FᵀF, a_m = J_eᵀ q_e,c the per-example factors of hvp._example_factors
+G = (1/n) Σ_m a_m a_mᵀ = (1/n) FᵀF, a_m = J_eᵀ q_e,c the per-example factors of hvp.example_factors
 (one per example for two classes). With M ≪ P parameters, G + λI has P − M eigenvalues equal to λ and M
 spread over many orders of magnitude above it. CG's 2-norm residual pays for that spread: a right-hand
 side mostly outside G's range is solved at the first step, which multiplies its in-range part by up to
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import ConfigError
-from .hvp import _example_factors, _examples, _prepare, flatten
+from .hvp import example_factors, flatten, single_examples, split_params
 from .objective import Objective
 
 Params = dict[str, torch.Tensor]
@@ -100,21 +100,21 @@ def _gram(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _rows(objective: Objective, params: Params, frozen: Params, examples: list) -> torch.Tensor:
     """The factors of `examples` as rows [m, P] (fp32; zeros where a parameter does not reach the logits)."""
     rows = []
-    for grads in _example_factors(objective, params, frozen, examples):
+    for grads in example_factors(objective, params, frozen, examples):
         rows.append(torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1)
                                for p, g in zip(params.values(), grads)]))
     return torch.stack(rows) if rows else torch.zeros(0, sum(p.numel() for p in params.values()))
 
 
 def _chunks(objective: Objective, chunk_examples: int) -> list[list]:
-    examples = [e for b in objective.batches for e in _examples(b)]
+    examples = [e for b in objective.batches for e in single_examples(b)]
     return [examples[i:i + chunk_examples] for i in range(0, len(examples), chunk_examples)]
 
 
 @torch.enable_grad()
 def _stream(objective: Objective, chunk_examples: int, fn: Callable[[torch.Tensor, int], None],
             progress: Callable[[int], None] | None) -> None:
-    params, frozen = _prepare(objective, None)
+    params, frozen = split_params(objective, None)
     lo = 0
     for chunk in _chunks(objective, chunk_examples):
         rows = _rows(objective, params, frozen, chunk)
@@ -125,7 +125,7 @@ def _stream(objective: Objective, chunk_examples: int, fn: Callable[[torch.Tenso
 
 
 def factors_per_example(objective: Objective) -> int:
-    """Rank-one terms each example adds to G: 1 for two classes, C for C > 2 (hvp._example_factors)."""
+    """Rank-one terms each example adds to G: 1 for two classes, C for C > 2 (hvp.example_factors)."""
     c = getattr(getattr(objective.model, "config", None), "num_labels", 2)
     return 1 if c == 2 else c
 
@@ -149,7 +149,7 @@ def gauss_newton_lowrank(objective: Objective, b: Params, *, memory_bytes: float
     GEMMs, one M × M eigendecomposition. Memory: two chunks of factors, K, and b in float64.
     """
     start = time.perf_counter()
-    params, frozen = _prepare(objective, None)
+    params, frozen = split_params(objective, None)
     missing = [n for n in objective.names if n not in b]
     if missing:
         raise ConfigError(f"the right-hand side lacks {missing[:3]}")

@@ -6,10 +6,9 @@ Each method is one module registering a `Method` subclass; `get_method(name)` fi
 from . import bitfit, freeze, full, learned_mask, lora, lora_quant  # noqa: F401  (importing a method's module registers it)
 from .checkpoints import CheckpointTargets, TargetRecord
 from .config import FinetuneConfig, parse_targets
-from .loop import length_bucketed_batches, train_model
+from .loop import train_model
 from .method import Method, Prepared, get_method, method_names, register_method
 from .run import FinetuneResult, finetune
 
 __all__ = ["CheckpointTargets", "FinetuneConfig", "FinetuneResult", "Method", "Prepared", "TargetRecord",
-           "finetune", "get_method", "length_bucketed_batches", "method_names", "parse_targets",
-           "register_method", "train_model"]
+           "finetune", "get_method", "method_names", "parse_targets", "register_method", "train_model"]

@@ -85,10 +85,10 @@ def save_checkpoint(model: torch.nn.Module, tokenizer, folder: Path, info: dict[
     """Write a Hugging Face checkpoint folder (`save_pretrained` of a plain model + tokenizer) that
     `load_model(folder, num_labels)` and `mft run --model folder` load, plus mft_checkpoint.json with `info`.
     Cost: one write of the model's weights (safetensors)."""
-    from ..models.loading import _quiet_transformers
+    from ..models.loading import quiet_transformers
 
     folder.mkdir(parents=True, exist_ok=True)
-    with _quiet_transformers():  # no "Writing model shards" bar under the run's own progress bar
+    with quiet_transformers():  # no "Writing model shards" bar under the run's own progress bar
         model.save_pretrained(str(folder))
         if tokenizer is not None:
             tokenizer.save_pretrained(str(folder))

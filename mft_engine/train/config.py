@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import COUNT_MAX, PRECISIONS, SAMPLE_ORDERS, SEED_MAX, _help
+from ..config import COUNT_MAX, PRECISIONS, SAMPLE_ORDERS, SEED_MAX, help_field
 from ..config import check_field_types, check_int_range, integral_floats_to_int, parse_unit_list
 from ..errors import ConfigError
 from .bitfit import parse_group_lrs, parse_groups
@@ -39,54 +39,54 @@ class FinetuneConfig:
     """Configuration of `mft finetune`: train one method, evaluate on the validation halves, write
     results/finetune_<method>_<timestamp>/."""
 
-    method: str = _help("fine-tuning method: full | bitfit | lora | lora8 | qlora | freeze | learned-mask", "full")
-    model: str = _help("minilm | bert-base-random | bert-tiny-random | a checkpoint folder | a Hub id", "minilm")
-    task: str = _help("task id (sst2, mrpc, cola, ...) or a local CSV/TSV/JSONL file or folder", "sst2")
-    data_dir: str | None = _help("GLUE root or task folder; else $MFT_DATA_DIR, the embedded SST-2, the Hub", None)
-    samples: int | None = _help("training rows used (default: all)", None)
-    sample_order: str = _help("first (first N rows) | seeded (N rows drawn with the seed)", "first")
-    epochs: int = _help("passes over the training rows (ignored when --max-steps > 0)", 1)
-    max_steps: int = _help("optimizer steps to run, overriding --epochs (0: epochs decide)", 0)
-    batch_size: int = _help("training rows per step (length-bucketed, seeded shuffle)", 32)
-    lr: float | None = _help("peak learning rate (default: the method's: full/freeze 5e-5, bitfit 1e-3, lora 5e-4, "
-                             "learned-mask 2e-5)",
-                             None)
-    weight_decay: float = _help("AdamW weight decay (not applied to biases and LayerNorm weights)", 0.01)
-    warmup_ratio: float = _help("share of the steps with linear warm-up, then linear decay to 0", 0.1)
-    max_grad_norm: float = _help("clip the global gradient norm to this (0: no clipping)", 1.0)
-    seed: int = _help("seed of the head, LoRA init, dropout, shuffling, sampling and the validation halves", 42)
-    precision: str = _help("fp32 | bf16 (bf16 autocast forward/backward, fp32 weights)", "fp32")
-    max_length: int = _help("maximum tokens per sentence (pair)", 128)
-    eval_every: int = _help("validate on the scoring half every n steps (for --save-at and early stopping)", 50)
-    eval_batch_tokens: int = _help("token budget of an evaluation batch", 8192)
-    save_at: list[float] = _help("save a checkpoint the first time scoring-half accuracy reaches each target "
-                                 "(comma-separated, in (0, 1])", [])
-    save_tolerance: float = _help("a target first passed by more than this is listed as not reached", 0.02)
-    dense_eval_until: float = _help("validate every step while an unreached --save-at target is at or below "
-                                    "this accuracy", 0.80)
-    early_stopping_patience: int = _help("stop after this many validations without a better scoring-half "
-                                         "metric, keeping the best state (0: off)", 0)
-    save_model: bool = _help("write what the method stores (model, biases or adapter) to <run>/stored/", True)
-    out: str = _help("parent folder of the results folder", "results")
-    lora_rank: int = _help("LoRA rank r", 8)
-    lora_alpha: float = _help("LoRA alpha (the update is scaled by alpha / r)", 16.0)
-    lora_dropout: float = _help("dropout on the LoRA input", 0.1)
-    lora_placement: str = _help("LoRA layers: attn-qkv | attn-full | ffn-only | full", "attn-qkv")
-    bitfit_groups: str = _help("bias groups that train: all | comma-separated attention, feed-forward, layernorm, "
-                               "pooler, classifier", "all")
-    bitfit_lr: str = _help("per-group learning rates, e.g. attention=1e-3,classifier=2e-3 (others: --lr)", "")
-    bitfit_clip: float = _help("clip the biases' gradient norm to this before the global clip (0: off)", 0.0)
-    bitfit_head: bool = _help("BitFit also trains the classifier weight", False)
-    freeze_layers: int = _help("freeze: the embeddings and this many lowest encoder layers stay frozen", 0)
-    keep_ratio: float = _help("learned-mask: share of each masked weight tensor kept, in (0, 1]", 0.9)
-    mask_layers: str = _help("learned-mask: encoder layers masked: all | comma-separated numbers, e.g. 4,5", "all")
-    mask_modules: str = _help("learned-mask: linear modules masked: all | attn-qkv | attn-full | ffn-only | full | "
-                              "comma-separated module name patterns (glob or substring)", "all")
-    mask_init: str = _help("learned-mask: scores start at |W| (magnitude: the magnitude mask) or all equal (constant)",
-                           "magnitude")
-    text_column: str | None = _help("text column of a local file task", None)
-    text_pair_column: str | None = _help("second text column of a local pair task", None)
-    label_column: str | None = _help("label column of a local file task", None)
+    method: str = help_field("fine-tuning method: full | bitfit | lora | lora8 | qlora | freeze | learned-mask", "full")
+    model: str = help_field("minilm | bert-base-random | bert-tiny-random | a checkpoint folder | a Hub id", "minilm")
+    task: str = help_field("task id (sst2, mrpc, cola, ...) or a local CSV/TSV/JSONL file or folder", "sst2")
+    data_dir: str | None = help_field("GLUE root or task folder; else $MFT_DATA_DIR, the embedded SST-2, the Hub", None)
+    samples: int | None = help_field("training rows used (default: all)", None)
+    sample_order: str = help_field("first (first N rows) | seeded (N rows drawn with the seed)", "first")
+    epochs: int = help_field("passes over the training rows (ignored when --max-steps > 0)", 1)
+    max_steps: int = help_field("optimizer steps to run, overriding --epochs (0: epochs decide)", 0)
+    batch_size: int = help_field("training rows per step (length-bucketed, seeded shuffle)", 32)
+    lr: float | None = help_field("peak learning rate (default: the method's: full/freeze 5e-5, bitfit 1e-3, lora 5e-4, "
+                                  "learned-mask 2e-5)",
+                                  None)
+    weight_decay: float = help_field("AdamW weight decay (not applied to biases and LayerNorm weights)", 0.01)
+    warmup_ratio: float = help_field("share of the steps with linear warm-up, then linear decay to 0", 0.1)
+    max_grad_norm: float = help_field("clip the global gradient norm to this (0: no clipping)", 1.0)
+    seed: int = help_field("seed of the head, LoRA init, dropout, shuffling, sampling and the validation halves", 42)
+    precision: str = help_field("fp32 | bf16 (bf16 autocast forward/backward, fp32 weights)", "fp32")
+    max_length: int = help_field("maximum tokens per sentence (pair)", 128)
+    eval_every: int = help_field("validate on the scoring half every n steps (for --save-at and early stopping)", 50)
+    eval_batch_tokens: int = help_field("token budget of an evaluation batch", 8192)
+    save_at: list[float] = help_field("save a checkpoint the first time scoring-half accuracy reaches each target "
+                                      "(comma-separated, in (0, 1])", [])
+    save_tolerance: float = help_field("a target first passed by more than this is listed as not reached", 0.02)
+    dense_eval_until: float = help_field("validate every step while an unreached --save-at target is at or below "
+                                         "this accuracy", 0.80)
+    early_stopping_patience: int = help_field("stop after this many validations without a better scoring-half "
+                                              "metric, keeping the best state (0: off)", 0)
+    save_model: bool = help_field("write what the method stores (model, biases or adapter) to <run>/stored/", True)
+    out: str = help_field("parent folder of the results folder", "results")
+    lora_rank: int = help_field("LoRA rank r", 8)
+    lora_alpha: float = help_field("LoRA alpha (the update is scaled by alpha / r)", 16.0)
+    lora_dropout: float = help_field("dropout on the LoRA input", 0.1)
+    lora_placement: str = help_field("LoRA layers: attn-qkv | attn-full | ffn-only | full", "attn-qkv")
+    bitfit_groups: str = help_field("bias groups that train: all | comma-separated attention, feed-forward, layernorm, "
+                                    "pooler, classifier", "all")
+    bitfit_lr: str = help_field("per-group learning rates, e.g. attention=1e-3,classifier=2e-3 (others: --lr)", "")
+    bitfit_clip: float = help_field("clip the biases' gradient norm to this before the global clip (0: off)", 0.0)
+    bitfit_head: bool = help_field("BitFit also trains the classifier weight", False)
+    freeze_layers: int = help_field("freeze: the embeddings and this many lowest encoder layers stay frozen", 0)
+    keep_ratio: float = help_field("learned-mask: share of each masked weight tensor kept, in (0, 1]", 0.9)
+    mask_layers: str = help_field("learned-mask: encoder layers masked: all | comma-separated numbers, e.g. 4,5", "all")
+    mask_modules: str = help_field("learned-mask: linear modules masked: all | attn-qkv | attn-full | ffn-only | full | "
+                                   "comma-separated module name patterns (glob or substring)", "all")
+    mask_init: str = help_field("learned-mask: scores start at |W| (magnitude: the magnitude mask) or all equal (constant)",
+                                "magnitude")
+    text_column: str | None = help_field("text column of a local file task", None)
+    text_pair_column: str | None = help_field("second text column of a local pair task", None)
+    label_column: str | None = help_field("label column of a local file task", None)
 
     def __post_init__(self) -> None:
         self.method = str(self.method).strip().lower()

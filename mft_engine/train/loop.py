@@ -14,39 +14,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 
+from ..data.batching import length_bucketed_batches
 from ..errors import NonFiniteError
-from ..evaluate import evaluate_model
-from ..experiments.mft_study import Progress, eval_batches
+from ..evaluate.validation import ValidationSets
+from ..report.progress import Progress
 from .checkpoints import CheckpointTargets, TargetRecord
 from .method import Method, Prepared
 
 log = logging.getLogger("mft_engine")
-
-#: rows sorted by length together, in units of batches: large enough for little padding, small enough
-#: that batch composition still changes from epoch to epoch
-BUCKET_BATCHES = 50
-
-
-def length_bucketed_batches(rows: Sequence[int], lengths: Sequence[int], batch_size: int, seed: int,
-                            epoch: int = 0, bucket_batches: int = BUCKET_BATCHES) -> list[list[int]]:
-    """One epoch's batches of `batch_size` row positions: a seeded shuffle, then within each bucket of
-    `bucket_batches × batch_size` rows a sort by (length, row) cut into batches, then the batches shuffled.
-
-    Every row appears once; at most one batch (the last of the last bucket) is smaller. The order depends
-    only on (seed, epoch). Cost: one permutation and one sort per bucket, O(n log n).
-    """
-    rng = np.random.default_rng([seed, epoch])
-    rows = [int(r) for r in rows]
-    shuffled = [rows[i] for i in rng.permutation(len(rows))]
-    span = batch_size * bucket_batches
-    batches: list[list[int]] = []
-    for start in range(0, len(shuffled), span):
-        bucket = sorted(shuffled[start:start + span], key=lambda r: (int(lengths[r]), r))
-        batches += [bucket[i:i + batch_size] for i in range(0, len(bucket), batch_size)]
-    return [batches[k] for k in rng.permutation(len(batches))]
 
 
 def build_optimizer(param_groups: list[dict[str, Any]], lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -74,27 +51,6 @@ def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_s
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-@dataclass
-class ValidationSets:
-    """The validation split tokenized once, and its seeded scoring and evaluation halves (row positions)."""
-
-    tokens: Any  # TokenizedSplit
-    labels: list
-    num_labels: int
-    regression: bool
-    scoring_rows: list[int]
-    evaluation_rows: list[int]
-    max_tokens: int = 8192
-
-    def metrics(self, model: torch.nn.Module, which: str) -> dict:
-        """Metrics of `model` on "scoring", "evaluation" or "whole". Cost: one forward over those rows."""
-        rows = {"scoring": self.scoring_rows, "evaluation": self.evaluation_rows,
-                "whole": list(range(len(self.labels)))}[which]
-        batches = eval_batches(self.tokens, rows, self.labels, self.regression, self.max_tokens)
-        # eval_batches yields positions into `rows`, so the labels are listed in `rows` order.
-        return evaluate_model(model, batches, [self.labels[r] for r in rows], self.num_labels)
 
 
 @dataclass

@@ -62,7 +62,8 @@ def _import_peft():
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet_peft():
+    """Context manager: FutureWarnings silenced around a PEFT call (LoRA and its quantized variants use it)."""
     # transformers 5 deprecates an attribute PEFT still reads (`is_gradient_checkpointing`); harmless here.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning)
@@ -89,7 +90,7 @@ class LoRA(Method):
         lcfg = peft.LoraConfig(task_type=peft.TaskType.SEQ_CLS, r=int(config.lora_rank),
                                lora_alpha=float(config.lora_alpha), lora_dropout=float(config.lora_dropout),
                                target_modules=placement_pattern(config.lora_placement), bias="none")
-        with _quiet():
+        with quiet_peft():
             peft_model = peft.get_peft_model(model, lcfg)
         adapters = [p for n, p in peft_model.named_parameters() if p.requires_grad and "lora_" in n]
         head = [p for n, p in peft_model.named_parameters() if p.requires_grad and "lora_" not in n]
@@ -114,7 +115,7 @@ class LoRA(Method):
 
         folder = Path(folder)
         source = self.adapter_source(model)
-        with _quiet():
+        with quiet_peft():
             model.save_pretrained(str(folder), **({} if source is None else {"state_dict": source}))
         (folder / METHOD_FILE).write_text(json.dumps({"method": self.name, "format": "peft-adapter"}, indent=2) + "\n")
         return folder
@@ -127,7 +128,7 @@ class LoRA(Method):
         if read_method_file(folder).get("method") != self.name:
             raise ModelError(f"{folder} does not hold a {self.name} adapter")
         try:
-            with _quiet():
+            with quiet_peft():
                 return peft.PeftModel.from_pretrained(model, str(folder)).eval()
         except (ValueError, RuntimeError, KeyError) as e:
             raise ModelError(f"{folder}: the adapter does not fit the model ({str(e).splitlines()[0]})") from None
@@ -135,5 +136,5 @@ class LoRA(Method):
     def merged_model(self, model: torch.nn.Module) -> torch.nn.Module:
         """A deep copy with ΔW = (alpha / r)·B·A merged into the base weights and the trained head in place.
         Cost: one copy of the model, one r-rank matmul per adapted layer."""
-        with _quiet():
+        with quiet_peft():
             return copy.deepcopy(model).merge_and_unload()

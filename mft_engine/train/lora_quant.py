@@ -24,7 +24,7 @@ import torch
 
 from .._optional import bitsandbytes_missing, silence_bitsandbytes_notices
 from ..errors import ConfigError, ModelError
-from .lora import LoRA, _quiet, lora_targets
+from .lora import LoRA, lora_targets, quiet_peft
 from .method import Prepared, read_method_file, register_method
 
 #: modules left in full precision: the trained head and the pooler that feeds it
@@ -88,14 +88,14 @@ class QuantizedLoRA(LoRA):
         layers in bitsandbytes' 8-bit or 4-bit form, the classifier and pooler (SKIP_MODULES), embeddings and
         LayerNorms as they were. `model` is left unchanged. Cost: one write and one read of the weights through a
         temporary folder, plus the quantization (one pass over the linear weights)."""
-        from ..models.loading import _quiet_transformers
+        from ..models.loading import quiet_transformers
 
         if not hasattr(model, "save_pretrained"):
             raise ModelError(f"--method {self.name} needs a Hugging Face model (save_pretrained / from_pretrained), "
                              f"not {type(model).__name__}")
         param = next(model.parameters())
         self.require_bitsandbytes(param.device)
-        with tempfile.TemporaryDirectory(prefix="mft_quant_") as tmp, _quiet_transformers(), _quiet():
+        with tempfile.TemporaryDirectory(prefix="mft_quant_") as tmp, quiet_transformers(), quiet_peft():
             model.save_pretrained(tmp)
             quantized = type(model).from_pretrained(tmp, quantization_config=self.quantization_config(),
                                                     dtype=param.dtype, device_map={"": str(param.device)},
@@ -115,7 +115,7 @@ class QuantizedLoRA(LoRA):
         from peft import prepare_model_for_kbit_training
 
         quantized.config.use_cache = False  # a classifier caches nothing; avoids transformers' notice under checkpointing
-        with _quiet():
+        with quiet_peft():
             # non-reentrant checkpointing: what torch recommends (the reentrant default warns), and it needs no
             # hook making the embedding outputs require grad
             quantized = prepare_model_for_kbit_training(quantized, use_gradient_checkpointing=True,
@@ -152,9 +152,9 @@ class QuantizedLoRA(LoRA):
         Cost: one copy of the quantized model, then one fp32 weight matrix per quantized layer."""
         from peft.tuners.lora import LoraLayer
 
-        from ..models.loading import _quiet_transformers
+        from ..models.loading import quiet_transformers
 
-        with _quiet(), _quiet_transformers():
+        with quiet_peft(), quiet_transformers():
             wrapped = copy.deepcopy(model)
             inner = wrapped.get_base_model()
             deltas = {}

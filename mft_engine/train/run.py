@@ -21,12 +21,13 @@ import torch
 
 from ..data import load_data, select_samples, tokenize_split, validation_halves
 from ..errors import ConfigError
-from ..experiments.mft_study import Progress
+from ..evaluate.validation import ValidationSets
 from ..models import load_model
 from ..report import ResultsFolder, machine_info, plot_training_loss, versions
+from ..report.progress import Progress
 from .checkpoints import CheckpointTargets, TargetRecord, save_checkpoint, target_dirname
 from .config import FinetuneConfig
-from .loop import ValidationSets, train_model
+from .loop import train_model
 from .method import get_method
 
 log = logging.getLogger("mft_engine")

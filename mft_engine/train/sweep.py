@@ -43,12 +43,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import SEED_MAX, _help, check_field_types, check_int_range
+from ..config import SEED_MAX, check_field_types, check_int_range, help_field
 from ..errors import ConfigError, MftError, ResumeError
 from ..evaluate.bootstrap import DEFAULT_RESAMPLES, bootstrap_ci
-from ..experiments.mft_study import Progress
 from ..report import ResultsFolder, machine_info, versions
-from ..report.folder import PARTIAL_SUFFIX, jsonable as _jsonable
+from ..report.folder import PARTIAL_SUFFIX, jsonable
+from ..report.progress import Progress
 from .config import FinetuneConfig
 from .run import finetune
 
@@ -174,7 +174,7 @@ def cell_id(values: Mapping[str, Any]) -> str:
     raw = ",".join(f"{k}={_fmt(v)}" for k, v in values.items())
     safe = _SAFE_ID_RE.sub("_", raw)
     if safe != raw or len(safe) > 96:
-        digest = hashlib.sha1(json.dumps(_jsonable(dict(values)), sort_keys=True).encode()).hexdigest()[:8]
+        digest = hashlib.sha1(json.dumps(jsonable(dict(values)), sort_keys=True).encode()).hexdigest()[:8]
         safe = f"{safe[:80]}-{digest}"
     return safe
 
@@ -189,7 +189,7 @@ class Cell:
 
 
 def _json_roundtrip(x: Any) -> Any:
-    return json.loads(json.dumps(_jsonable(x)))
+    return json.loads(json.dumps(jsonable(x)))
 
 
 @dataclass
@@ -197,12 +197,12 @@ class SweepConfig:
     """Configuration of `mft sweep`: a grid over FinetuneConfig fields, the fields held fixed, and where
     the sweep folder goes. `to_dict()` is stored in sweep.json and results.json."""
 
-    grid: dict[str, list[Any]] = _help("axes: FinetuneConfig field -> values; the cells are their product "
-                                       "(CLI: --grid field=v1,v2,...)", {})
-    fixed: dict[str, Any] = _help("FinetuneConfig fields held fixed in every cell (CLI: the finetune flags)", {})
-    out: str = _help("parent folder of the sweep folder", "results")
-    name: str | None = _help("sweep folder name sweep_<name>; re-running with the same --out and --name "
-                             "resumes it (default: sweep_<timestamp>)", None)
+    grid: dict[str, list[Any]] = help_field("axes: FinetuneConfig field -> values; the cells are their product "
+                                            "(CLI: --grid field=v1,v2,...)", {})
+    fixed: dict[str, Any] = help_field("FinetuneConfig fields held fixed in every cell (CLI: the finetune flags)", {})
+    out: str = help_field("parent folder of the sweep folder", "results")
+    name: str | None = help_field("sweep folder name sweep_<name>; re-running with the same --out and --name "
+                                  "resumes it (default: sweep_<timestamp>)", None)
 
     def __post_init__(self) -> None:
         self.grid = parse_grid(self.grid)

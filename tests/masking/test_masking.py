@@ -5,7 +5,7 @@ from mft_engine.config import EXCLUDE_PRESETS
 from mft_engine.errors import MaskMismatchError, NonFiniteError
 from mft_engine.masking import Mask, eligible_parameters, is_excluded, random_mask, select_detrimental
 from mft_engine.masking.selection import k_for
-from mft_engine.ops import _reference as ref
+from mft_engine.ops import reference as ref
 
 from ..conftest import tiny_bert
 

@@ -1,5 +1,5 @@
 """One source of inputs per op: `sample_inputs_<op>()` enumerates fixed cases and `<op>_samples()` is the
-hypothesis strategy; both go through the same `build_<op>(params)` so the comparison with _reference,
+hypothesis strategy; both go through the same `build_<op>(params)` so the comparison with ops.reference,
 torch.library.opcheck and the property tests see the same kinds of inputs (ties, ±0, subnormals,
 boundary cases, empty tensors, non-contiguous views, fp16/bf16)."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 from hypothesis import strategies as st
 
 from mft_engine import ops
-from mft_engine.ops import _reference as ref
+from mft_engine.ops import reference as ref
 
 PATHS = ops.supported_cpu_paths()
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)

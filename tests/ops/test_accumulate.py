@@ -6,7 +6,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 
 from mft_engine import ops
-from mft_engine.ops import _reference as ref
+from mft_engine.ops import reference as ref
 
 from .sample_inputs import PATHS, accumulate_samples, assert_bits_equal, clone_args, sample_inputs_accumulate
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from mft_engine import ops
 from mft_engine.errors import ConfigError, NonFiniteError
-from mft_engine.ops import _reference as ref
+from mft_engine.ops import reference as ref
 
 from .sample_inputs import PATHS, detrimental_count_samples, make_tensor, sample_inputs_detrimental_count
 

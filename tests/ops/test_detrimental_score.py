@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 
 from mft_engine import ops
 from mft_engine.errors import ConfigError, NonFiniteError
-from mft_engine.ops import _reference as ref
+from mft_engine.ops import reference as ref
 
 from .sample_inputs import (PATHS, assert_bits_equal, detrimental_score_samples, make_tensor,
                             sample_inputs_detrimental_score)

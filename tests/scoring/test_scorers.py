@@ -11,7 +11,7 @@ from torch.func import functional_call
 from mft_engine.collect import GradientState
 from mft_engine.errors import ConfigError
 from mft_engine.models import load_model
-from mft_engine.ops._reference import reference_detrimental_score
+from mft_engine.ops.reference import reference_detrimental_score
 from mft_engine.scoring.base import Scorer, get_scorer, register_scorer, scorer_names
 from mft_engine.scoring.inputs import MissingStatisticError, ScoringInputs
 from mft_engine.scoring.objective import Objective, math_attention

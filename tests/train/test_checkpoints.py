@@ -7,9 +7,8 @@ import json
 import pytest
 
 from mft_engine.cli import main
-from mft_engine.data import load_task, tokenize_split, validation_halves
+from mft_engine.data import eval_batches, load_task, tokenize_split, validation_halves
 from mft_engine.evaluate import evaluate_model
-from mft_engine.experiments.mft_study import eval_batches
 from mft_engine.models import load_model
 from mft_engine.train import CheckpointTargets, FinetuneConfig, finetune
 from mft_engine.train.checkpoints import target_dirname

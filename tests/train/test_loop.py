@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from mft_engine.data import load_task, tokenize_split
-from mft_engine.train import FinetuneConfig, get_method, length_bucketed_batches, train_model
+from mft_engine.data import length_bucketed_batches, load_task, tokenize_split
+from mft_engine.train import FinetuneConfig, get_method, train_model
 from mft_engine.train.loop import build_optimizer, linear_schedule, plan_steps
 
 
