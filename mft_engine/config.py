@@ -16,15 +16,10 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError
+# The selection's vocabulary is defined once, in selection_spec; re-exported here for config readers.
+from .selection_spec import (EXCLUDE_PRESETS, RANK_BY, SelectionSpec, exclude_patterns, parse_fractions,  # noqa: F401
+                             parse_unit_list, round_lr_fp32)
 
-EXCLUDE_PRESETS: dict[str, tuple[str, ...]] = {
-    # The original BERT-MFT code left the head out: classifier and pooler.
-    "original": ("classifier", "pooler"),
-    # The influence follow-up also left out LayerNorm and the embeddings.
-    "influence": ("classifier", "pooler", "LayerNorm", "embeddings"),
-    "none": (),
-}
-RANK_BY = ("shrink", "update")
 REDUCTIONS = ("batch-sum", "mean")
 SAMPLE_ORDERS = ("first", "seeded")
 PRECISIONS = ("fp32", "bf16")
@@ -45,37 +40,6 @@ def help_field(text: str, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
     if isinstance(default, (list, dict, tuple)):
         return field(default_factory=lambda: type(default)(default), metadata={"help": text}, **kw)
     return field(default=default, metadata={"help": text}, **kw)
-
-
-def round_lr_fp32(lr: float) -> float:
-    """The learning rate as the original's fp32 `param - lr * grad` saw it: rounded once to fp32."""
-    return float(np.float32(lr))
-
-
-def parse_unit_list(value: str | float | list[float] | tuple[float, ...], flag: str, what: str,
-                    example: str) -> list[float]:
-    """'a,b,c' or a number or a list -> sorted unique numbers, each in (0, 1]; ConfigError names `flag`."""
-    if isinstance(value, (int, float)):
-        items = [float(value)]
-    elif isinstance(value, str):
-        try:
-            items = [float(v) for v in value.split(",") if v.strip()]
-        except ValueError:
-            raise ConfigError(f"{flag} {value!r} is not a comma-separated list of {what}") from None
-    else:
-        items = [float(v) for v in value]
-    for f in items:
-        if math.isnan(f) or not 0.0 < f <= 1.0:
-            raise ConfigError(f"{flag} {f:g} is outside (0, 1]; expected {what} such as {example}")
-    return sorted(set(items))
-
-
-def parse_fractions(value: str | float | list[float] | tuple[float, ...]) -> list[float]:
-    """'0.01,0.05,0.1' or a float or a list -> sorted unique fractions, each in (0, 1]."""
-    items = parse_unit_list(value, "--fraction", "numbers", "0.1 or 0.01,0.05,0.1")
-    if not items:
-        raise ConfigError("--fraction is empty; expected numbers in (0, 1], e.g. 0.1 or 0.01,0.05,0.1")
-    return items
 
 
 def check_int_range(flag: str, value: int, lo: int, hi: int) -> None:
@@ -249,18 +213,18 @@ class RunConfig:
     text_column: str | None = help_field("text column of a local file task", None)
     text_pair_column: str | None = help_field("second text column of a local pair task", None)
     label_column: str | None = help_field("label column of a local file task", None)
+    selection: SelectionSpec = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self.fraction = parse_fractions(self.fraction)
-        if not (self.lr > 0) or math.isinf(self.lr):
-            raise ConfigError(f"--lr {self.lr} must be a finite number > 0")
-        if round_lr_fp32(self.lr) == 0.0 or math.isinf(round_lr_fp32(self.lr)):
-            raise ConfigError(f"--lr {self.lr} is not representable as a positive finite fp32")
+        # The selection is validated by SelectionSpec alone; the flat fields are the flags' view of it.
+        self.selection = SelectionSpec(lr=self.lr, fractions=self.fraction, rank_by=self.rank_by,
+                                       literal=self.literal, exclude=self.exclude)
+        self.fraction = list(self.selection.fractions)
         for name, lo in (("samples", 1), ("batch_size", 1), ("max_length", 2), ("eval_batch_tokens", 1),
                          ("checkpoint_every", 0)):
             check_int_range(f"--{name.replace('_', '-')}", getattr(self, name), lo, COUNT_MAX)
         check_int_range("--seed", self.seed, 0, SEED_MAX)
-        for name, allowed in (("rank_by", RANK_BY), ("reduction", REDUCTIONS),
+        for name, allowed in (("reduction", REDUCTIONS),
                               ("sample_order", SAMPLE_ORDERS), ("precision", PRECISIONS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)!r} is not one of {', '.join(allowed)}")
@@ -268,18 +232,15 @@ class RunConfig:
             raise ConfigError(
                 f"--samples {self.samples} < --batch-size {self.batch_size}: batch-sum drops the last partial "
                 "batch, so no sample would be used (pass --keep-last or more samples)")
-        if not self.exclude.strip():
-            raise ConfigError("--exclude is empty; expected original, influence, none or name patterns")
 
     @property
     def lr32(self) -> float:
-        return round_lr_fp32(self.lr)
+        """lr rounded once to fp32 (the SelectionSpec's)."""
+        return self.selection.lr32
 
     def exclude_patterns(self) -> tuple[str, ...]:
         """The name patterns of excluded parameters (a preset or the user's comma-separated list)."""
-        if self.exclude in EXCLUDE_PRESETS:
-            return EXCLUDE_PRESETS[self.exclude]
-        return tuple(p.strip() for p in self.exclude.split(",") if p.strip())
+        return self.selection.exclude_patterns()
 
     def collection_key(self) -> dict[str, Any]:
         """The fields that define the gradient collection; a resume must match them exactly."""
@@ -290,6 +251,7 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        d.pop("selection", None)
         d["lr_fp32"] = self.lr32
         return d
 
@@ -297,7 +259,7 @@ class RunConfig:
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
         """The config from a dict (config.json, a YAML mapping); ConfigError for an unknown field or a value
         of the wrong type (check_field_types), naming the field."""
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = {f.name for f in dataclasses.fields(cls) if f.init}
         unknown = sorted(set(d) - names - {"lr_fp32"})
         if unknown:
             raise ConfigError(f"unknown config field(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")

@@ -15,6 +15,7 @@ from torch.nn.utils import prune
 
 from . import ops
 from .masking.selection import k_for
+from .selection_spec import SelectionSpec
 
 
 class DetrimentalUnstructured(prune.BasePruningMethod):
@@ -31,6 +32,8 @@ class DetrimentalUnstructured(prune.BasePruningMethod):
                  lr: float = 2e-5, rank_by: str = "shrink", literal: bool = False):
         if (grad is None) == (grads is None):
             raise ValueError("pass either grad= (one tensor) or thetas= and grads= (global pruning)")
+        # lr and rank_by are validated by SelectionSpec, the one place (torch decides what amount may be).
+        SelectionSpec(lr=lr, rank_by=rank_by, literal=literal, flags={"lr": "lr=", "rank_by": "rank_by="})
         self.amount = amount
         self.grad = grad
         self.thetas = thetas

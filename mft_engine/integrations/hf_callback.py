@@ -14,7 +14,6 @@ move them again).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import torch
 from transformers import TrainerCallback
 
 from ..collect import Batch, collect_gradients
-from ..config import EXCLUDE_PRESETS, RANK_BY, round_lr_fp32
+from ..selection_spec import SelectionSpec, round_lr_fp32
 from ..errors import ConfigError
 from ..masking import Mask, detrimental_mask
 
@@ -63,14 +62,9 @@ class MftCallback(TrainerCallback):
                  exclude: str | tuple[str, ...] = "original", output_dir: str | Path = "mft_masks",
                  apply: bool = False, rank_by: str = "shrink", train_mode: bool = True,
                  max_batches: int | None = None, every_n_epochs: int = 1):
-        if not (0.0 < float(fraction) <= 1.0):
-            raise ConfigError(f"MftCallback fraction {fraction} is outside (0, 1]")
-        if lr is not None and (not lr > 0 or math.isinf(lr) or round_lr_fp32(lr) == 0.0):
-            raise ConfigError(f"MftCallback lr {lr} must be a finite number > 0 (representable in fp32)")
-        if rank_by not in RANK_BY:
-            raise ConfigError(f"MftCallback rank_by {rank_by!r} is not one of {', '.join(RANK_BY)}")
-        if isinstance(exclude, str) and exclude not in EXCLUDE_PRESETS and not exclude.strip():
-            raise ConfigError("MftCallback exclude is empty; expected original, influence, none or name patterns")
+        # One validation of the selection, SelectionSpec's (lr may wait for the Trainer's own).
+        SelectionSpec(lr=2e-5 if lr is None else lr, fractions=(fraction,), rank_by=rank_by, exclude=exclude,
+                      flags={k: f"MftCallback {k.rstrip('s')}" for k in ("lr", "fractions", "rank_by", "exclude")})
         if max_batches is not None and max_batches < 1:
             raise ConfigError(f"MftCallback max_batches {max_batches} must be >= 1 (or None: all)")
         if every_n_epochs < 1:

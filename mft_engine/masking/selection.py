@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .. import ops
-from ..config import EXCLUDE_PRESETS, parse_fractions, round_lr_fp32
+from ..selection_spec import SelectionSpec, parse_fractions, round_lr_fp32
 from ..errors import ConfigError
 from .eligibility import check_exclude_patterns, eligible_parameters
 from .mask import Mask
@@ -163,11 +163,10 @@ def detrimental_mask(
     Cost: one counting pass and one selection pass over θ and g.
     """
     grads = getattr(state_or_grads, "grad_sum", state_or_grads)
-    patterns = EXCLUDE_PRESETS[exclude] if isinstance(exclude, str) and exclude in EXCLUDE_PRESETS else (
-        tuple(p.strip() for p in exclude.split(",") if p.strip()) if isinstance(exclude, str) else tuple(exclude))
+    spec = SelectionSpec(lr=lr, fractions=(fraction,), rank_by=rank_by, literal=literal, exclude=exclude,
+                         flags={"lr": "lr", "fractions": "fraction", "rank_by": "rank_by", "exclude": "exclude"})
     # A pattern matching nothing would silently leave every parameter eligible (a typo in a name).
     check_exclude_patterns(model, exclude, flag="exclude")
-    named = [(n, p) for n, p in eligible_parameters(model, patterns) if n in grads]
-    selector = DetrimentalSelector(named, grads, lr, rank_by, literal)
-    fraction = parse_fractions(fraction)[0]
-    return (selector.select_and_zero_(fraction) if apply else selector.select(fraction)).mask
+    named = [(n, p) for n, p in eligible_parameters(model, spec.exclude_patterns()) if n in grads]
+    selector = DetrimentalSelector(named, grads, spec.lr, spec.rank_by, spec.literal)
+    return (selector.select_and_zero_(spec.fraction) if apply else selector.select(spec.fraction)).mask

@@ -1,46 +1,28 @@
 """Argument handling shared by the op wrappers: lr rounding, names, and mapping kernel errors."""
 from __future__ import annotations
 
-import math
 import re
-import struct
 from collections.abc import Sequence
 from typing import NoReturn
 
 import torch
 
-from ..errors import ConfigError, NonFiniteError
-
-RANK_BY = ("shrink", "update")
+from ..errors import NonFiniteError
+from ..selection_spec import RANK_BY, round_lr_fp32  # noqa: F401  (RANK_BY: the ops' vocabulary)
+from ..selection_spec import check_rank_by as _check_rank_by
 
 _NONFINITE = re.compile(r"non-finite value in (thetas|grads|theta|grad)(?:\[(\d+)\])? at element (\d+)")
 
 
 def round_lr(lr: float) -> float:
-    """lr rounded once to float32 (returned as a Python float, exactly representable in float32).
-
-    Raises ConfigError unless lr is a finite number > 0 that stays finite and > 0 in float32.
-    """
-    try:
-        value = float(lr)
-    except (TypeError, ValueError):
-        raise ConfigError(f"lr={lr!r} must be a finite number > 0") from None
-    if not math.isfinite(value) or value <= 0.0:
-        raise ConfigError(f"lr={lr!r} must be a finite number > 0")
-    try:
-        lr32 = struct.unpack("f", struct.pack("f", value))[0]
-    except OverflowError:
-        raise ConfigError(f"lr={lr!r} overflows float32; it must be a finite number > 0") from None
-    if lr32 <= 0.0 or not math.isfinite(lr32):
-        raise ConfigError(f"lr={lr!r} rounds to {lr32!r} in float32; it must stay finite and > 0")
-    return lr32
+    """lr rounded once to float32 (selection_spec.round_lr_fp32, the one implementation); ConfigError
+    unless lr is a finite number > 0 that stays finite and > 0 in float32."""
+    return round_lr_fp32(lr, flag="lr=")
 
 
 def check_rank_by(rank_by: str) -> str:
-    """rank_by itself, or ConfigError if it is not 'shrink' or 'update'."""
-    if rank_by not in RANK_BY:
-        raise ConfigError(f"rank_by={rank_by!r} must be one of {', '.join(map(repr, RANK_BY))}")
-    return rank_by
+    """rank_by itself, or ConfigError if it is not 'shrink' or 'update' (selection_spec.check_rank_by)."""
+    return _check_rank_by(rank_by, flag="rank_by=")
 
 
 def tensor_list(tensors: Sequence[torch.Tensor], what: str) -> list[torch.Tensor]:

@@ -161,7 +161,9 @@ def test_interrupt_says_what_was_kept(data, tmp_path, sig, every):
     proc = subprocess.Popen([sys.executable, "-m", "mft_engine.cli", "run", "--model", "bert-tiny-random", "--samples",
                              "400", "--batch-size", "8", "--checkpoint-every", every, "--quiet", "--data-dir", str(data),
                              "--out", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            # a shell's background job inherits SIGINT ignored, and Python keeps it so
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     ready = (lambda p: (p / "collect_checkpoint.safetensors").is_file()) if every != "0" else log_has("phase collect start")
     partial = wait_for(proc, out, ready)
     assert partial is not None
