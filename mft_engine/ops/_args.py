@@ -1,7 +1,6 @@
 """Argument handling shared by the op wrappers: lr rounding, names, and mapping kernel errors."""
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -10,9 +9,6 @@ import torch
 from ..errors import NonFiniteError
 from ..selection_spec import RANK_BY, round_lr_fp32  # noqa: F401  (RANK_BY: the ops' vocabulary)
 from ..selection_spec import check_rank_by as _check_rank_by
-
-_NONFINITE = re.compile(r"non-finite value in (thetas|grads|theta|grad)(?:\[(\d+)\])? at element (\d+)")
-
 
 def round_lr(lr: float) -> float:
     """lr rounded once to float32 (selection_spec.round_lr_fp32, the one implementation); ConfigError
@@ -44,17 +40,22 @@ def check_names(names: Sequence[str] | None, n: int) -> list[str] | None:
     return out
 
 
-def raise_nonfinite(err: RuntimeError, names: Sequence[str] | None) -> NoReturn:
-    """Re-raises the kernel's "non-finite value in grads[3] at element 17" as NonFiniteError naming the
-    parameter (names[3] when given); re-raises `err` itself when it is another error."""
-    m = _NONFINITE.search(str(err))
-    if m is None:
-        raise err
-    kind, pos, element = m.group(1), m.group(2), m.group(3)
-    where = kind if pos is None else f"{kind}[{pos}]"
-    i = int(pos) if pos is not None else 0
-    label = f"{names[i]!r} ({where})" if names is not None and i < len(names) else where
-    part = "value" if kind.startswith("theta") else "gradient"
-    raise NonFiniteError(
-        f"non-finite {part} (NaN or Inf) of parameter {label} at element {element}; "
-        "parameters and gradients must be finite") from err
+def raise_nonfinite(err: RuntimeError, names: Sequence[str] | None, thetas: Sequence[torch.Tensor],
+                    grads: Sequence[torch.Tensor], single: bool = False) -> NoReturn:
+    """After a kernel failed with `err`: NonFiniteError naming the first parameter (list order; its value
+    before its gradient) holding NaN or Inf and the element's row-major index, or `err` itself when every
+    value is finite (another error). The tensors are read, never the kernel's message text; this runs
+    only on the error path, so the one extra pass costs nothing when all is well."""
+    for i, (theta, grad) in enumerate(zip(thetas, grads)):
+        for kind, x in (("theta", theta), ("grad", grad)):
+            flat = x.detach().reshape(-1)
+            bad = torch.nonzero(~torch.isfinite(flat))
+            if bad.numel() == 0:
+                continue
+            where = kind if single else f"{kind}s[{i}]"
+            label = f"{names[i]!r} ({where})" if names is not None and i < len(names) else where
+            part = "value" if kind == "theta" else "gradient"
+            raise NonFiniteError(
+                f"non-finite {part} (NaN or Inf) of parameter {label} at element {int(bad[0, 0])}; "
+                "parameters and gradients must be finite") from err
+    raise err

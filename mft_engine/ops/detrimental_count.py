@@ -29,4 +29,4 @@ def detrimental_count(thetas: Sequence[torch.Tensor], grads: Sequence[torch.Tens
         check_cpu_path_environment()
         return torch.ops.mft.detrimental_count.default(thetas, grads, lr32, bool(literal))
     except RuntimeError as err:
-        raise_nonfinite(err, names)
+        raise_nonfinite(err, names, thetas, grads)

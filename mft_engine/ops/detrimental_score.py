@@ -29,4 +29,4 @@ def detrimental_score(theta: torch.Tensor, grad: torch.Tensor, lr: float, rank_b
         check_cpu_path_environment()
         return torch.ops.mft.detrimental_score.default(theta, grad, lr32, rank_by, bool(literal))
     except RuntimeError as err:
-        raise_nonfinite(err, None if name is None else [name])
+        raise_nonfinite(err, None if name is None else [name], [theta], [grad], single=True)

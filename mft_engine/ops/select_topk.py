@@ -45,4 +45,4 @@ def select_topk(thetas: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], l
         check_cpu_path_environment()
         return torch.ops.mft.select_topk.default(thetas, grads, lr32, k, rank_by, bool(literal), int(seed))
     except RuntimeError as err:
-        raise_nonfinite(err, names)
+        raise_nonfinite(err, names, thetas, grads)

@@ -44,4 +44,4 @@ def zero_topk_(thetas: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], lr
         check_cpu_path_environment()
         return torch.ops.mft.zero_topk_.default(thetas, grads, lr32, k, rank_by, bool(literal), int(seed))
     except RuntimeError as err:
-        raise_nonfinite(err, names)
+        raise_nonfinite(err, names, thetas, grads)
