@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from .errors import ConfigError
 # The selection's vocabulary is defined once, in selection_spec; re-exported here for config readers.

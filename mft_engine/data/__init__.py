@@ -30,9 +30,14 @@ from mft_engine.data.sources import (
     load_from_hub,
     load_task,
 )
+from mft_engine.data.prepared import PreparedTask, TaskSplits, load_splits, prepare_task
 from mft_engine.data.tasks import TaskData, TaskSpec, get_task, register_task, task_names
 
 __all__ = [
+    "PreparedTask",
+    "TaskSplits",
+    "load_splits",
+    "prepare_task",
     "Batch",
     "ENV_DATA_DIR",
     "HUB_DATASET",

@@ -24,8 +24,7 @@ from ..collect import GradientState, collect_gradients
 from ..collect.provenance import build_provenance, model_fingerprint, provenance_difference
 from ..collect.state import StateError
 from ..config import RunConfig
-from ..data import (Batch, TaskData, eval_batches, fixed_batches, gradient_batches, load_data, select_samples,
-                    tokenize_split)
+from ..data import Batch, TaskData, eval_batches, fixed_batches, gradient_batches, load_splits, prepare_task
 from ..errors import ConfigError, ResumeError
 from ..evaluate import evaluate_model
 from ..masking import DetrimentalSelector, check_exclude_patterns, eligible_parameters, random_mask
@@ -185,7 +184,8 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
         if cfg.checkpoint_every:
             folder.keep_on_failure(CHECKPOINT)
         log.info("config: %s", cfg.to_dict())
-        train, val = load_data(cfg, "train"), load_data(cfg, "validation")
+        splits = load_splits(cfg)
+        train, val = splits.train, splits.val
         timings["load_data_s"] = time.perf_counter() - t0
 
         t = time.perf_counter()
@@ -202,9 +202,9 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
             raise ConfigError(f"--exclude {cfg.exclude!r} leaves no eligible parameter")
 
         t = time.perf_counter()
-        rows = select_samples(len(train), cfg.samples, order=cfg.sample_order, seed=cfg.seed)
-        train_tokens = tokenize_split(tok, train, rows, max_length=cfg.max_length)
-        val_tokens = tokenize_split(tok, val, None, max_length=cfg.max_length)
+        prepared = prepare_task(splits, tok, samples=cfg.samples, sample_order=cfg.sample_order, seed=cfg.seed,
+                                max_length=cfg.max_length)
+        rows, train_tokens, val_tokens = prepared.rows, prepared.train_tokens, prepared.val_tokens
         timings["tokenize_s"] = time.perf_counter() - t
 
         batches = gradient_batches(train_tokens, rows, train.labels, train.is_regression, reduction=cfg.reduction,

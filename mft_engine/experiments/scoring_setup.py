@@ -21,8 +21,7 @@ import torch
 from ..collect import GradientState, collect_gradients
 from ..config import (COUNT_MAX, EXCLUDE_PRESETS, SAMPLE_ORDERS, SEED_MAX, check_int_range, help_field,
                       round_lr_fp32)
-from ..data import (gradient_batches, load_data, objective_batches, select_samples, tokenize_split,
-                    validation_halves)
+from ..data import gradient_batches, load_data, load_splits, objective_batches, prepare_task
 from ..errors import ConfigError
 from ..evaluate.validation import ValidationSets
 from ..masking import check_exclude_patterns, eligible_parameters
@@ -108,15 +107,15 @@ class ScoringData:
 
     def __init__(self, cfg: ScoringConfig, tokenizer):
         self.cfg = cfg
-        self.train = load_data(cfg, "train")
-        self.val = load_data(cfg, "validation")
+        splits = load_splits(cfg)
+        self.train, self.val = splits.train, splits.val
         if self.train.is_regression:
             raise ConfigError(f"task {cfg.task!r} is a regression task; the scorers need a classifier "
                               "(cross-entropy loss)")
-        self.rows = select_samples(len(self.train), cfg.samples, order=cfg.sample_order, seed=cfg.seed)
-        self.train_tokens = tokenize_split(tokenizer, self.train, self.rows, max_length=cfg.max_length)
-        self.val_tokens = tokenize_split(tokenizer, self.val, None, max_length=cfg.max_length)
-        self.scoring_rows, self.evaluation_rows = validation_halves(len(self.val), cfg.seed)
+        p = prepare_task(splits, tokenizer, samples=cfg.samples, sample_order=cfg.sample_order, seed=cfg.seed,
+                         max_length=cfg.max_length)
+        self.rows, self.train_tokens, self.val_tokens = p.rows, p.train_tokens, p.val_tokens
+        self.scoring_rows, self.evaluation_rows = p.scoring_rows, p.evaluation_rows
 
     def validation_sets(self) -> ValidationSets:
         """ValidationSets over the halves (metrics on "scoring", "evaluation", "whole")."""

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..config import COUNT_MAX, PRECISIONS, SAMPLE_ORDERS, check_int_range, help_field
-from ..data import TaskData, load_data, select_samples, tokenize_split, validation_halves
+from ..data import TaskData, load_splits, prepare_task, tokenize_split
 from ..errors import ConfigError
 from ..evaluate.validation import ValidationSets
 from ..models import load_model
@@ -136,19 +136,20 @@ class Bench:
         where = _Where(task, data_dir, cfg)
         self.model_name = model or cfg.model
         self.cfg = cfg
-        full_train = load_data(where, "train")
-        self.val = load_data(where, "validation")
-        self.spec = full_train.task
-        pool = select_samples(len(full_train), samples, order=cfg.sample_order, seed=cfg.seed)
-        self.train = full_train.subset(pool)
-        self.n_train_rows = len(full_train)
+        splits = load_splits(where)
+        self.spec = splits.train.task
+        self.n_train_rows = len(splits.train)
         self._models: dict[int, Any] = {}
         lm = self._load(cfg.seed)
         self.tokenizer = lm.tokenizer
         self.model_source = lm.source
-        self.train_tokens = tokenize_split(self.tokenizer, self.train, None, max_length=cfg.max_length)
-        self.scoring_rows, self.evaluation_rows = validation_halves(len(self.val), cfg.seed)
-        self.vsets = self.validation_sets(self.val)
+        # the pool as its own split: studies index it 0..n-1
+        p = prepare_task(splits, self.tokenizer, samples=samples, sample_order=cfg.sample_order, seed=cfg.seed,
+                         max_length=cfg.max_length, as_subset=True)
+        self.train, self.val, self.train_tokens = p.train, p.val, p.train_tokens
+        self.scoring_rows, self.evaluation_rows = p.scoring_rows, p.evaluation_rows
+        self.vsets = ValidationSets(p.val_tokens, list(self.val.labels), self.val.num_labels, self.val.is_regression,
+                                    self.scoring_rows, self.evaluation_rows, cfg.eval_batch_tokens)
 
     @classmethod
     def of(cls, cfg: StudyConfig) -> Bench:

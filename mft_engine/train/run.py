@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ..data import load_data, select_samples, tokenize_split, validation_halves
+from ..data import load_splits, prepare_task
 from ..errors import ConfigError
 from ..evaluate.validation import ValidationSets
 from ..models import load_model
@@ -92,7 +92,8 @@ def finetune(config: FinetuneConfig, progress: Progress | None = None,
         if on_folder is not None:
             on_folder(folder.path)
         log.info("config: %s", cfg.to_dict())
-        train, val = load_data(cfg, "train"), load_data(cfg, "validation")
+        splits = load_splits(cfg)
+        train, val = splits.train, splits.val
         spec = train.task
         if cfg.save_at and train.is_regression:
             raise ConfigError(f"--save-at needs a classification task; {spec.name} is a regression task")
@@ -102,10 +103,10 @@ def finetune(config: FinetuneConfig, progress: Progress | None = None,
         log.info("model: %s", lm.source)
         base_total = sum(p.numel() for p in lm.model.parameters())
 
-        rows = select_samples(len(train), cfg.samples, order=cfg.sample_order, seed=cfg.seed)
-        train_tokens = tokenize_split(lm.tokenizer, train, rows, max_length=cfg.max_length)
-        val_tokens = tokenize_split(lm.tokenizer, val, None, max_length=cfg.max_length)
-        scoring_rows, evaluation_rows = validation_halves(len(val), cfg.seed)
+        prepared = prepare_task(splits, lm.tokenizer, samples=cfg.samples, sample_order=cfg.sample_order,
+                                seed=cfg.seed, max_length=cfg.max_length)
+        rows, train_tokens, val_tokens = prepared.rows, prepared.train_tokens, prepared.val_tokens
+        scoring_rows, evaluation_rows = prepared.scoring_rows, prepared.evaluation_rows
         vsets = ValidationSets(val_tokens, list(val.labels), val.num_labels, val.is_regression,
                                scoring_rows, evaluation_rows, cfg.eval_batch_tokens)
 
