@@ -167,7 +167,9 @@ class _Kill(sweep_module.Progress):
                 raise KeyboardInterrupt
 
 
-def test_killed_mid_cell_then_resumed(keyword_glue, tmp_path, capsys, monkeypatch):
+def _sweep_killed_in_its_second_cell(keyword_glue, out, capsys, monkeypatch, lrs: str):
+    """Run sweep 'k' over lr=`lrs` with the second cell interrupted; (calls, kill_at, exit code, stderr),
+    where `calls` records the lr of every finetune call and emptying `kill_at` stops the kills."""
     real = sweep_module.finetune
     calls, kill_at = [], [2]
 
@@ -176,9 +178,15 @@ def test_killed_mid_cell_then_resumed(keyword_glue, tmp_path, capsys, monkeypatc
         return real(cfg, _Kill() if len(calls) in kill_at else None, **kw)
 
     monkeypatch.setattr(sweep_module, "finetune", killing)
-    out = tmp_path / "results"
     code, _, err = _cli(["sweep", *TINY, "--data-dir", str(keyword_glue), "--out", str(out), "--name", "k",
-                         "--grid", "lr=1e-3,2e-3,3e-3"], capsys)
+                         "--grid", f"lr={lrs}"], capsys)
+    return calls, kill_at, code, err
+
+
+def test_killed_mid_cell_then_resumed(keyword_glue, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "results"
+    calls, kill_at, code, err = _sweep_killed_in_its_second_cell(keyword_glue, out, capsys, monkeypatch,
+                                                                 "1e-3,2e-3,3e-3")
     assert code == 130 and calls == [1e-3, 2e-3]
     partial = out / ".sweep_k.partial"
     state = json.loads((partial / "sweep.json").read_text())
@@ -260,17 +268,8 @@ def test_an_error_while_resuming_keeps_every_finished_cell(keyword_glue, tmp_pat
     import hashlib
     import os
 
-    real = sweep_module.finetune
-    calls, kill_at = [], [2]
-
-    def killing(cfg, progress=None, **kw):
-        calls.append(cfg.lr)
-        return real(cfg, _Kill() if len(calls) in kill_at else None, **kw)
-
-    monkeypatch.setattr(sweep_module, "finetune", killing)
     out = tmp_path / "results"
-    code, _, _ = _cli(["sweep", *TINY, "--data-dir", str(keyword_glue), "--out", str(out), "--name", "k",
-                       "--grid", "lr=1e-3,2e-3"], capsys)
+    calls, kill_at, code, _ = _sweep_killed_in_its_second_cell(keyword_glue, out, capsys, monkeypatch, "1e-3,2e-3")
     assert code == 130
     partial = out / ".sweep_k.partial"
     first = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (partial / "cells" / "lr=0.001").rglob("*") if p.is_file()}
@@ -280,6 +279,7 @@ def test_an_error_while_resuming_keeps_every_finished_cell(keyword_glue, tmp_pat
 
     calls.clear()
     kill_at.clear()
+    write_csv = sweep_module._write_csv
     monkeypatch.setattr(sweep_module, "_write_csv", disk_full)
     code, _, err = _cli(["sweep", "--resume", str(partial), "--quiet"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
@@ -288,8 +288,7 @@ def test_an_error_while_resuming_keeps_every_finished_cell(keyword_glue, tmp_pat
     assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (partial / "cells" / "lr=0.001").rglob("*") if p.is_file()} == first
     assert sorted(p.name for p in (partial / "cells").iterdir()) == ["lr=0.001", "lr=0.002"]
 
-    monkeypatch.undo()
-    monkeypatch.setattr(sweep_module, "finetune", killing)
+    monkeypatch.setattr(sweep_module, "_write_csv", write_csv)  # the disk has room again
     calls.clear()
     code, _, err = _cli(["sweep", "--resume", str(partial), "--quiet"], capsys)
     assert code == 0, err
