@@ -21,7 +21,7 @@ import torch
 from ..collect import GradientState, collect_gradients
 from ..config import (COUNT_MAX, EXCLUDE_PRESETS, SAMPLE_ORDERS, SEED_MAX, check_int_range, help_field,
                       round_lr_fp32)
-from ..data import gradient_batches, load_data, load_splits, objective_batches, prepare_task
+from ..data import TaskSplits, gradient_batches, load_splits, objective_batches, prepare_task
 from ..errors import ConfigError
 from ..evaluate.validation import ValidationSets
 from ..masking import check_exclude_patterns, eligible_parameters
@@ -105,9 +105,9 @@ class ScoringConfig:
 class ScoringData:
     """The task's splits tokenized once (shared by every checkpoint of a sweep)."""
 
-    def __init__(self, cfg: ScoringConfig, tokenizer):
+    def __init__(self, cfg: ScoringConfig, tokenizer, splits: TaskSplits | None = None):
         self.cfg = cfg
-        splits = load_splits(cfg)
+        splits = splits if splits is not None else load_splits(cfg)
         self.train, self.val = splits.train, splits.val
         if self.train.is_regression:
             raise ConfigError(f"task {cfg.task!r} is a regression task; the scorers need a classifier "
@@ -176,11 +176,13 @@ def prepare_bench(cfg: ScoringConfig, model_name: str | None = None, data: Scori
     progress = progress or Progress()
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    probe = data.train.num_labels if data is not None else load_data(cfg, "train").num_labels
-    lm = load_checkpoint(cfg, model_name or cfg.model, probe)
+    # the splits are read once: their label count sizes the head, then ScoringData tokenizes them
+    splits = load_splits(cfg) if data is None else None
+    num_labels = data.train.num_labels if data is not None else splits.num_labels
+    lm = load_checkpoint(cfg, model_name or cfg.model, num_labels)
     model = lm.model.float().eval()
     if data is None:
-        data = ScoringData(cfg, lm.tokenizer)
+        data = ScoringData(cfg, lm.tokenizer, splits)
     timings["load_s"] = time.perf_counter() - t
 
     named = list(model.named_parameters())
