@@ -589,15 +589,21 @@ def study_transfer(
 
 @app.command()
 def info(json_out: bool = typer.Option(False, "--json", help="one JSON object")) -> None:
-    """Versions, threads, CPU features and the active kernel path."""
-    from .report import machine_info, versions
+    """Versions, threads, CPU features, the active kernel path, and every backend (cpu, cuda, xla) with
+    its status and, where one is absent, what is missing and what brings it."""
+    from .report import backends, machine_info, versions
 
-    data = {**versions(), **machine_info()}
+    data = {**versions(), **machine_info(), "backends": backends()}
     if json_out:
         print(json.dumps(data))
         return
     for k, v in data.items():
+        if k == "backends":
+            continue
         print(f"{k:<16} {', '.join(v) if isinstance(v, list) else v}")
+    for b in data["backends"]:
+        rest = "; ".join(f"{k}: {v}" for k, v in b.items() if k not in ("backend", "status") and v is not None)
+        print(f"{'backend ' + b['backend']:<16} {b['status']}" + (f" ({rest})" if rest else ""))
 
 
 def _scoring_config(name: str) -> type:

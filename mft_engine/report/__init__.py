@@ -1,9 +1,9 @@
 """Results folders: atomic creation, run logs, JSON/CSV/summary writers, plots, machine and version stamps, and
 the progress protocol the pipelines report through."""
 from .folder import ResultsFolder, timestamp
-from .machine import machine_info, versions
+from .machine import backends, machine_info, versions
 from .plots import plot_layer_zeroed, plot_training_loss, pyplot
 from .progress import Progress
 
-__all__ = ["Progress", "ResultsFolder", "machine_info", "plot_layer_zeroed", "plot_training_loss", "pyplot", "timestamp",
+__all__ = ["Progress", "ResultsFolder", "backends", "machine_info", "plot_layer_zeroed", "plot_training_loss", "pyplot", "timestamp",
            "versions"]

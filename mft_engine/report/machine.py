@@ -38,6 +38,70 @@ def machine_info() -> dict:
     }
 
 
+def _version_of(module: str) -> str | None:
+    import importlib.metadata as md
+
+    try:
+        return md.version(module)
+    except md.PackageNotFoundError:
+        return None
+
+
+def _registered_backends() -> set[str]:
+    """Dispatch keys (lower case) that have an implementation of mft::select_topk."""
+    keys = set()
+    for key in ("CPU", "CUDA", "XLA"):
+        try:
+            if torch._C._dispatch_has_kernel_for_dispatch_key("mft::select_topk", key):
+                keys.add(key.lower())
+        except (AttributeError, RuntimeError):
+            pass
+    return keys
+
+
+def backends() -> list[dict]:
+    """Every backend the engine knows, with its status: `ready` (its kernels are registered and its
+    device is usable), `absent` (something is missing: `missing` says what and `extra` what brings it) or
+    `no kernels` (the device works but mft's operators have no implementation for it yet).
+    Cost: imports only; a CUDA query when torch has CUDA."""
+    from .. import ops
+
+    registered = _registered_backends()
+    out = [{"backend": "cpu", "status": "ready" if "cpu" in registered else "no kernels",
+            "detail": f"C++ kernels, path {ops.cpu_path()}"}]
+
+    triton = _version_of("triton")
+    cuda = {"backend": "cuda", "torch_cuda": torch.version.cuda, "triton": triton}
+    if torch.version.cuda is None:
+        cuda.update(status="absent", missing="a CUDA build of torch (this one is CPU-only)",
+                    extra="install a CUDA build of torch, then pip install 'mft_engine[gpu]'")
+    elif not torch.cuda.is_available():
+        cuda.update(status="absent", missing="a visible CUDA device")
+    else:
+        i = torch.cuda.current_device()
+        cuda.update(device=torch.cuda.get_device_name(i),
+                    capability=".".join(map(str, torch.cuda.get_device_capability(i))))
+        if triton is None:
+            cuda.update(status="absent", missing="triton", extra="pip install 'mft_engine[gpu]'")
+        else:
+            cuda["status"] = "ready" if "cuda" in registered else "no kernels"
+    if cuda["status"] != "ready" and "cuda" not in registered:
+        cuda["kernels"] = "none yet: mft's Triton kernels are not written"
+    out.append(cuda)
+
+    xla_version = _version_of("torch_xla")
+    xla = {"backend": "xla", "torch_xla": xla_version}
+    if xla_version is None:
+        xla.update(status="absent", missing="torch_xla (it exists only for torch 2.9.0: a separate environment)",
+                   extra="a separate environment: pip install torch==2.9.0 torch_xla==2.9.0")
+    else:
+        xla["status"] = "ready" if "xla" in registered else "no kernels"
+    if "xla" not in registered:
+        xla["kernels"] = "none yet: mft's XLA lowering is not written"
+    out.append(xla)
+    return out
+
+
 def git_commit() -> str | None:
     """The commit of the source tree mft_engine runs from, or None when it is not a git checkout."""
     root = Path(__file__).resolve().parents[2]

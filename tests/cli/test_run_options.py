@@ -77,4 +77,6 @@ def test_info_names_the_kernel_path(capsys):
     assert main(["info", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["kernel_path"] in ("scalar", "avx2", "avx512")
-    assert data["torch"].startswith("2.13")
+    import torch
+
+    assert data["torch"] == torch.__version__  # the torch it was built against and runs with (2.9 to 2.13)
