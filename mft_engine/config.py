@@ -16,8 +16,7 @@ from typing import Any
 
 from .errors import ConfigError
 # The selection's vocabulary is defined once, in selection_spec; re-exported here for config readers.
-from .selection_spec import (EXCLUDE_PRESETS, RANK_BY, SelectionSpec, exclude_patterns, parse_fractions,  # noqa: F401
-                             parse_unit_list, round_lr_fp32)
+from .selection_spec import EXCLUDE_PRESETS, SelectionSpec, parse_unit_list, round_lr_fp32  # noqa: F401
 
 REDUCTIONS = ("batch-sum", "mean")
 SAMPLE_ORDERS = ("first", "seeded")

@@ -19,8 +19,7 @@ import numpy as np
 import torch
 
 from ..collect import GradientState, collect_gradients
-from ..config import (COUNT_MAX, EXCLUDE_PRESETS, SAMPLE_ORDERS, SEED_MAX, check_int_range, help_field,
-                      round_lr_fp32)
+from ..config import COUNT_MAX, SAMPLE_ORDERS, SEED_MAX, check_int_range, help_field, round_lr_fp32
 from ..data import TaskSplits, gradient_batches, load_splits, objective_batches, prepare_task
 from ..errors import ConfigError
 from ..evaluate.validation import ValidationSets
@@ -30,6 +29,7 @@ from ..report.progress import Progress
 from ..scoring import ScoringInputs
 from ..scoring.fit import SOLVERS
 from ..scoring.objective import Objective
+from ..selection_spec import exclude_patterns
 
 
 @dataclass
@@ -88,9 +88,8 @@ class ScoringConfig:
         self.scorer_names()  # validates --scorers
 
     def exclude_patterns(self) -> tuple[str, ...]:
-        if self.exclude in EXCLUDE_PRESETS:
-            return EXCLUDE_PRESETS[self.exclude]
-        return tuple(p.strip() for p in self.exclude.split(",") if p.strip())
+        """The name patterns of excluded parameters (a preset's, or the user's comma-separated list)."""
+        return exclude_patterns(self.exclude)
 
     def scorer_names(self) -> list[str]:
         from ..scoring.base import scorer_names

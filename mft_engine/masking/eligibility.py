@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 import torch
 
 from ..errors import ConfigError
+from ..selection_spec import EXCLUDE_PRESETS, exclude_patterns
 
 
 def _matches(name: str, pat: str) -> bool:
@@ -42,14 +43,9 @@ def check_exclude_patterns(model_or_names, exclude: str | Sequence[str], flag: s
     of patterns, each checked. The message names every unmatched pattern and a few real parameter names.
     Cost: one pass over the names per pattern.
     """
-    from ..config import EXCLUDE_PRESETS
-
-    if isinstance(exclude, str):
-        if exclude.strip() in EXCLUDE_PRESETS:
-            return
-        patterns = [p.strip() for p in exclude.split(",") if p.strip()]
-    else:
-        patterns = [str(p).strip() for p in exclude if str(p).strip()]
+    if isinstance(exclude, str) and exclude.strip() in EXCLUDE_PRESETS:
+        return
+    patterns = [str(p).strip() for p in exclude_patterns(exclude) if str(p).strip()]
     names = _names(model_or_names)
     unmatched = [p for p in patterns if not any(_matches(n, p) for n in names)]
     if not unmatched:

@@ -7,8 +7,7 @@ from typing import NoReturn
 import torch
 
 from ..errors import NonFiniteError
-from ..selection_spec import RANK_BY, round_lr_fp32  # noqa: F401  (RANK_BY: the ops' vocabulary)
-from ..selection_spec import check_rank_by as _check_rank_by
+from ..selection_spec import check_rank_by as _check_rank_by, round_lr_fp32
 
 def round_lr(lr: float) -> float:
     """lr rounded once to float32 (selection_spec.round_lr_fp32, the one implementation); ConfigError
