@@ -21,6 +21,7 @@ def export_masked(results_dir: str | Path, out_dir: str | Path, fraction: float 
     """
     from .data import get_task
     from .models import load_model
+    from .models.loading import quiet_transformers
     from .masking import Mask
 
     rd = Path(results_dir)
@@ -59,16 +60,21 @@ def export_masked(results_dir: str | Path, out_dir: str | Path, fraction: float 
                           "remove it or choose another output folder") from None
     except OSError as e:
         raise (filesystem_error(e, tmp) or e) from None
+    emptied = False
     try:
-        lm.model.save_pretrained(str(tmp))
-        lm.tokenizer.save_pretrained(str(tmp))
+        with quiet_transformers():  # its shard-writing bar would stand beside our one line on stderr
+            lm.model.save_pretrained(str(tmp))
+            lm.tokenizer.save_pretrained(str(tmp))
         (tmp / "mft_mask_info.json").write_text(json.dumps({"results_dir": str(rd.resolve()), "fraction": fraction,
                                                            "zeroed": len(mask)}, indent=2))
-        if out.is_dir():
+        emptied = out.is_dir()
+        if emptied:
             out.rmdir()  # empty (checked above): the folder the user named for the export
         rename_noreplace(tmp, out)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if emptied and not out.exists():
+            out.mkdir()  # put back the empty folder the user made
         err = filesystem_error(e, tmp)
         if err is not None:
             raise err from None

@@ -55,6 +55,12 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def split_sha256(data) -> str:
+    """sha256 (hex) of a split's content as loaded: its texts, text pairs, labels and row ids, in row order
+    (the same for a file, the embedded copy or the Hub). Cost: one pass over the split."""
+    return hashlib.sha256(json.dumps([data.texts, data.text_pairs, data.labels, data.row_ids]).encode()).hexdigest()
+
+
 def _plain(x: Any) -> Any:
     if hasattr(x, "item"):  # numpy and torch scalars
         return x.item()

@@ -6,7 +6,6 @@ returns a StudyResult. Nothing is chosen from validation data here, so the whole
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -21,7 +20,7 @@ import torch
 from .. import ops
 from ..bench.bounds import read_bandwidth
 from ..collect import GradientState, collect_gradients
-from ..collect.provenance import build_provenance, model_fingerprint, provenance_difference
+from ..collect.provenance import build_provenance, model_fingerprint, provenance_difference, split_sha256
 from ..collect.state import StateError
 from ..config import RunConfig
 from ..data import Batch, TaskData, eval_batches, fixed_batches, gradient_batches, load_splits, prepare_task
@@ -141,13 +140,6 @@ def _collect(cfg: RunConfig, model, batches: list[Batch], folder: ResultsFolder,
     return state
 
 
-def _data_digest(data: TaskData) -> str:
-    """sha256 of a split's texts, text pairs and labels, in row order: the data a state was built from."""
-    h = hashlib.sha256()
-    h.update(json.dumps([data.texts, data.text_pairs, data.labels, data.row_ids]).encode())
-    return h.hexdigest()
-
-
 def _reuse_state(cfg: RunConfig, model, provenance: dict) -> tuple[GradientState, bool]:
     """The --state file, refused when it was built from another model, data, rows or collection settings;
     (state, whether its provenance was checked) — states written before provenance are accepted with a warning."""
@@ -213,7 +205,7 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
             if cfg.reduction == "batch-sum" else list(rows)
         row_ids = [train.row_ids[r] for r in used_rows]
         provenance = build_provenance(
-            model_fingerprint=model_fingerprint(model), rows=row_ids, data_files={"train": _data_digest(train)},
+            model_fingerprint=model_fingerprint(model), rows=row_ids, data_files={"train": split_sha256(train)},
             reduction=cfg.reduction, batch_size=cfg.batch_size, train_mode=not cfg.eval_mode, seed=cfg.seed,
             precision=cfg.precision, max_length=cfg.max_length)
         meta = {"collection_key": cfg.collection_key(), "reduction": cfg.reduction,

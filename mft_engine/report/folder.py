@@ -19,6 +19,7 @@ import csv
 import ctypes
 import datetime as _dt
 import errno
+import itertools
 import json
 import logging
 import logging.handlers
@@ -119,14 +120,17 @@ def _libc():
         return None
 
 
+def candidate_names(base: str) -> Iterator[str]:
+    """base, base_2, base_3, …: the names a results folder tries, in order, until one is free."""
+    yield base
+    for n in itertools.count(2):
+        yield f"{base}_{n}"
+
+
 def reserve_folder(out: Path, base: str) -> tuple[Path, str]:
-    """Create `out/.NAME.partial` exclusively for the first NAME in base, base_2, base_3, … such that neither
-    NAME nor its partial folder exists; returns (partial path, NAME). OutputError when `out` cannot hold it."""
-    check_output_parent(out)
-    n = 1
-    while True:
-        name = base if n == 1 else f"{base}_{n}"
-        n += 1
+    """Create `out/.NAME.partial` exclusively for the first of candidate_names(base) such that neither NAME
+    nor its partial folder exists; returns (partial path, NAME). `out` must exist (check_output_parent)."""
+    for name in candidate_names(base):
         if os.path.lexists(out / name):
             continue
         tmp = out / f".{name}{PARTIAL_SUFFIX}"
@@ -183,7 +187,7 @@ class ResultsFolder:
             self._found_dirs = {p for p in tmp.rglob("*") if p.is_dir()}
         else:
             self.out = Path(out)
-            self._created_out = not self.out.exists()
+            self._created_out = check_output_parent(self.out)
             self.tmp, self.final_name = reserve_folder(self.out, name or f"{prefix}_{timestamp()}")
             self._found = {}
             self._found_dirs = set()
@@ -319,10 +323,7 @@ class ResultsFolder:
         if self._handler is not None:
             self._handler.flush()
         if self.tmp.name != self.final_name:
-            n = 1
-            while True:
-                name = self._base_name if n == 1 else f"{self._base_name}_{n}"
-                n += 1
+            for name in candidate_names(self._base_name):
                 try:
                     rename_noreplace(self.tmp, self.out / name)
                 except FileExistsError:

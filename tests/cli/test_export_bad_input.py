@@ -66,3 +66,20 @@ def test_export_into_an_empty_folder_the_user_made(run_dir, tmp_path, capsys):
     assert code == 0, err
     assert (tmp_path / "exported" / "config.json").is_file()
     assert not (tmp_path / ".exported.partial").exists()
+
+
+def test_a_failed_final_rename_puts_back_the_users_empty_folder(run_dir, tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+
+    import mft_engine.export as export_module
+
+    def refused(src, dst):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(dst))
+
+    monkeypatch.setattr(export_module, "rename_noreplace", refused)
+    (tmp_path / "exported").mkdir()
+    code, err = export([run_dir, tmp_path / "exported"], capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and "permission denied" in err, err
+    assert (tmp_path / "exported").is_dir() and not any((tmp_path / "exported").iterdir())
+    assert not (tmp_path / ".exported.partial").exists()
