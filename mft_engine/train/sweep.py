@@ -32,7 +32,6 @@ import itertools
 import json
 import logging
 import math
-import os
 import re
 import shutil
 import time
@@ -319,24 +318,24 @@ class SweepResult:
         return self.record["best"]
 
 
-def _existing_sweep(config: SweepConfig, resume: str | Path | None) -> tuple[Path | None, Path | None]:
-    """(folder to resume with a sweep.json, folder to create-or-resume for ResultsFolder) from --resume/--name."""
+def _existing_sweep(config: SweepConfig, resume: str | Path | None) -> Path | None:
+    """The sweep folder (with its sweep.json) that --resume or --name names, or None for a new sweep."""
     if resume is not None:
         path = Path(resume)
         if not (path / SWEEP_FILE).is_file():
             raise ConfigError(f"--resume {path} is not a sweep folder (no {SWEEP_FILE} in it)")
-        return path, path
+        return path
     if config.name is None:
-        return None, None
+        return None
     out = Path(config.out)
     partial, final = out / f".sweep_{config.name}{PARTIAL_SUFFIX}", out / f"sweep_{config.name}"
     for p in (partial, final):
         if (p / SWEEP_FILE).is_file():
-            return p, p
+            return p
     for p in (final, partial):
         if p.exists():
             raise ConfigError(f"{p} exists and is not a sweep folder; choose another --name or --out")
-    return None, None
+    return None
 
 
 def _merge_stored(config: SweepConfig, folder: Path) -> SweepConfig:
@@ -372,7 +371,7 @@ def sweep(config: SweepConfig, resume: str | Path | None = None, progress: Progr
     the sweep's high-water mark, not a per-cell figure), plus reading every cell's results.json.
     """
     progress = progress or Progress()
-    existing, target = _existing_sweep(config, resume)
+    existing = _existing_sweep(config, resume)
     if existing is not None:
         config = _merge_stored(config, existing)
     cells = config.cells()
@@ -382,7 +381,7 @@ def sweep(config: SweepConfig, resume: str | Path | None = None, progress: Progr
 
     t0 = time.perf_counter()
     name = f"sweep_{config.name}" if config.name is not None else None
-    with ResultsFolder(config.out, "sweep", resume=target, name=name) as folder:
+    with ResultsFolder(config.out, "sweep", resume=existing, name=name) as folder:
         folder.confirm()
         cells_dir = folder.path / CELLS_DIR
         cells_dir.mkdir(exist_ok=True)

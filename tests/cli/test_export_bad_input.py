@@ -1,7 +1,6 @@
 """`mft export` on a tampered results folder or a busy output: one line, exit 2, nothing it did not create touched."""
 from __future__ import annotations
 
-import json
 
 import pytest
 
