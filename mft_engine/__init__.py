@@ -9,6 +9,8 @@ __version__ = "0.1.0"
 from . import ops  # noqa: E402  (loads _C; an ImportError here means the extension was not built)
 from .collect import Batch, GradientState, collect_gradients  # noqa: E402
 from .config import RunConfig  # noqa: E402
+from .data.config import DataConfig  # noqa: E402
+from .selection_spec import SelectionSpec  # noqa: E402
 from .errors import (ConfigError, DataError, MaskMismatchError, MftError, ModelError, NonFiniteError,  # noqa: E402
                      ResumeError)
 from .experiments import run_study  # noqa: E402
@@ -27,8 +29,8 @@ from .train import FinetuneConfig, finetune  # noqa: E402
 from .train.sweep import SweepConfig, finetune_seeds, sweep  # noqa: E402
 
 __all__ = [
-    "Batch", "ConfigError", "DataError", "FinetuneConfig", "GradientState", "Mask", "MaskMismatchError", "MftError", "ModelError",
-    "NonFiniteError", "ResumeError", "RunConfig", "Selection", "collect_gradients", "detrimental_mask",
+    "Batch", "ConfigError", "DataConfig", "DataError", "FinetuneConfig", "GradientState", "Mask", "MaskMismatchError", "MftError", "ModelError",
+    "NonFiniteError", "ResumeError", "RunConfig", "Selection", "SelectionSpec", "collect_gradients", "detrimental_mask",
     "eligible_parameters", "load_model", "ops", "random_mask", "run_study", "select_detrimental", "finetune",
     "SweepConfig", "compare_runs", "finetune_seeds", "sweep",
     "InfluenceConfig", "Objective", "RemovalOracle", "Scorer", "ScoringInputs", "SolverError", "ValidateConfig",

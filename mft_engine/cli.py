@@ -14,6 +14,7 @@ from typing import Any, Optional
 import typer
 
 from .config import RunConfig, field_help
+from .fields import flat_fields
 from .errors import ConfigError, MftError
 from .report.progress import Progress
 
@@ -110,7 +111,7 @@ def run(
     elif config is not None:
         cfg = RunConfig.from_yaml(config, given)
     else:
-        cfg = RunConfig(**given)
+        cfg = RunConfig.of(**given)
     with RichProgress(quiet or json_out) as progress:
         result = run_study(cfg, progress, resume=resume)
     rec = result.record
@@ -195,7 +196,7 @@ def finetune(
     if seeds is not None:
         _finetune_seeds(given, seeds, json_out, quiet)
         return
-    cfg = FinetuneConfig(**given)
+    cfg = FinetuneConfig.of(**given)
     with RichProgress(quiet or json_out) as progress:
         result = run_finetune(cfg, progress)
     rec = result.record
@@ -223,7 +224,7 @@ def _finetune_seeds(given: dict[str, Any], seeds: str, json_out: bool, quiet: bo
     if "seed" in given:
         raise ConfigError("--seed and --seeds both given; pass the seeds in --seeds only")
     seed_list = parse_seeds(seeds)
-    cfg = FinetuneConfig(**given, seed=seed_list[0])
+    cfg = FinetuneConfig.of(**given, seed=seed_list[0])
     with RichProgress(quiet or json_out) as progress:
         result = finetune_seeds(cfg, seed_list, progress)
     rec = result.record
@@ -240,23 +241,21 @@ def _finetune_seeds(given: dict[str, Any], seeds: str, json_out: bool, quiet: bo
 def _finetune_flag_parameters() -> list:
     """One optional CLI parameter per FinetuneConfig field (bools as --x/--no-x, lists as a string), so
     `mft sweep` takes every finetune flag as a fixed setting, new fields included, without a second list."""
-    import dataclasses
     import inspect
     import types
     import typing
 
     from .train import FinetuneConfig
 
-    hints = typing.get_type_hints(FinetuneConfig)
     params = []
-    for f in dataclasses.fields(FinetuneConfig):
-        tp = hints[f.name]
+    for f in flat_fields(FinetuneConfig):
+        tp = f.type
         if isinstance(tp, types.UnionType):
             tp = next(a for a in typing.get_args(tp) if a is not type(None))
         if typing.get_origin(tp) is list:
             tp = str
         flag = "--" + f.name.replace("_", "-")
-        help_text = "parent folder of the sweep folder" if f.name == "out" else f.metadata.get("help", "")
+        help_text = "parent folder of the sweep folder" if f.name == "out" else f.help
         decls = (f"{flag}/--no-{flag[2:]}",) if tp is bool else (flag,)
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[tp],
                                         default=typer.Option(None, *decls, help=help_text)))
@@ -393,7 +392,7 @@ def bench_collect(
     """Collection samples/s: engine vs the original's loop vs a plain eager loop, and the matmul peak."""
     from .bench import collect as bc
 
-    RunConfig(model=model, task=task, samples=samples, reduction=reduction, precision=precision)
+    RunConfig.of(model=model, task=task, samples=samples, reduction=reduction, precision=precision)
     if profile:
         print(bc.profile(model, min(samples, 128), reduction))
         return
@@ -466,13 +465,12 @@ def _config_flag_parameters(cls: type) -> list:
     import types
     import typing
 
-    hints = typing.get_type_hints(cls)
     hidden = set(getattr(cls, "HIDDEN_FLAGS", ()))
     params = []
-    for f in dataclasses.fields(cls):
+    for f in flat_fields(cls):
         if f.name in hidden:
             continue
-        tp = hints[f.name]
+        tp = f.type
         if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
             tp = next(a for a in typing.get_args(tp) if a is not type(None))
         flag = "--" + f.name.replace("_", "-")
@@ -485,7 +483,7 @@ def _config_flag_parameters(cls: type) -> list:
         else:
             shown = str(default)
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[tp],
-                                        default=typer.Option(None, *decls, help=f.metadata.get("help", ""),
+                                        default=typer.Option(None, *decls, help=f.help,
                                                              show_default=shown)))
     return params
 
@@ -507,7 +505,7 @@ def _with_config_flags(cls: type):
 def _run_study(config_cls: type, runner, given: dict[str, Any], json_out: bool, quiet: bool,
                table_key: str = "table") -> None:
     """Build the study config from the flags given, run the study, print its summary or one JSON object."""
-    cfg = config_cls(**{k: v for k, v in given.items() if v is not None})
+    cfg = config_cls.of(**{k: v for k, v in given.items() if v is not None})
     with RichProgress(quiet or json_out) as progress:
         result = runner(cfg, progress)
     rec = result.record
@@ -625,7 +623,7 @@ def validate_scorer(
     Writes results/validate_<timestamp>/."""
     from .experiments.validate_scorer import ValidateConfig, validate_scorers
 
-    cfg = ValidateConfig(**{k: v for k, v in given.items() if v is not None})
+    cfg = ValidateConfig.of(**{k: v for k, v in given.items() if v is not None})
     with RichProgress(quiet or json_out) as progress:
         result = validate_scorers(cfg, progress)
     if json_out:
@@ -647,7 +645,7 @@ def influence(
     Writes results/influence_<timestamp>/."""
     from .experiments.influence_sweep import InfluenceConfig, removal_sweep
 
-    cfg = InfluenceConfig(**{k: v for k, v in given.items() if v is not None})
+    cfg = InfluenceConfig.of(**{k: v for k, v in given.items() if v is not None})
     with RichProgress(quiet or json_out) as progress:
         result = removal_sweep(cfg, progress)
     rec = result.record

@@ -13,6 +13,7 @@ from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 from .errors import ConfigError
+from .fields import help_field
 
 RANK_BY = ("shrink", "update")
 EXCLUDE_PRESETS: dict[str, tuple[str, ...]] = {
@@ -105,11 +106,11 @@ class SelectionSpec:
     patterns. `lr32` is lr rounded once to fp32: every consumer reads that one rounding.
     """
 
-    lr: float = 2e-5
-    fractions: tuple[float, ...] = (0.1,)
-    rank_by: str = "shrink"
-    literal: bool = False
-    exclude: str | tuple[str, ...] = "original"
+    lr: float = help_field("learning rate of the hypothetical step (rounded once to fp32)", 2e-5)
+    fractions: tuple[float, ...] = help_field("fraction(s) of detrimental eligible parameters to zero", (0.1,))
+    rank_by: str = help_field("ranking score among detrimental parameters: shrink | update", "shrink")
+    literal: bool = help_field("evaluate |θ − lr·g| < |θ| in fp32 as the original code did", False)
+    exclude: str | tuple[str, ...] = help_field("original | influence | none | comma-separated name patterns", "original")
     lr32: float = field(init=False, repr=False, compare=False)
     #: how errors name the fields: CLI flags by default; callers with keyword arguments pass their names
     flags: InitVar[dict[str, str] | None] = None

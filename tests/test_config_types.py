@@ -63,7 +63,7 @@ def test_run_config_from_dict_checks_types_and_unknown_keys():
     with pytest.raises(ConfigError, match="unknown config field"):
         RunConfig.from_dict({"sample": 64})
     cfg = RunConfig.from_dict({"samples": 64.0, "batch_size": 8, "fraction": "0.1,0.2"})
-    assert cfg.samples == 64 and type(cfg.samples) is int and cfg.fraction == [0.1, 0.2]
+    assert cfg.data.samples == 64 and type(cfg.data.samples) is int and list(cfg.selection.fractions) == [0.1, 0.2]
     assert RunConfig.from_dict(cfg.to_dict()) == cfg  # lr_fp32 in to_dict() is accepted
 
 
@@ -102,8 +102,8 @@ def test_run_config_yaml_values_are_checked_before_flags_merge(tmp_path, text, n
 def test_yaml_numbers_in_exponent_form_are_floats(tmp_path):
     # YAML 1.1 reads 2e-5 as a string; every user means a number
     cfg = RunConfig.from_yaml(write(tmp_path, "lr: 2e-5\nsamples: 6.4e1\nbatch_size: 8\n"))
-    assert cfg.lr == 2e-5 and cfg.samples == 64 and type(cfg.samples) is int
-    assert RunConfig.from_yaml(write(tmp_path, "lr: 1.5E-4\n")).lr == 1.5e-4
+    assert cfg.selection.lr == 2e-5 and cfg.data.samples == 64 and type(cfg.data.samples) is int
+    assert RunConfig.from_yaml(write(tmp_path, "lr: 1.5E-4\n")).selection.lr == 1.5e-4
     with pytest.raises(ConfigError, match="config field lr"):
         RunConfig.from_yaml(write(tmp_path, "lr: '2e-5'\n"))  # quoted: a string on purpose
 
@@ -111,7 +111,7 @@ def test_yaml_numbers_in_exponent_form_are_floats(tmp_path):
 def test_a_flag_overrides_a_wrongly_typed_file_value_only_after_the_file_is_checked(tmp_path):
     with pytest.raises(ConfigError, match="config field samples"):
         RunConfig.from_yaml(write(tmp_path, "samples: many\n"), {"samples": 16})
-    assert RunConfig.from_yaml(write(tmp_path, "samples: 32\nbatch_size: 8\n"), {"samples": 16}).samples == 16
+    assert RunConfig.from_yaml(write(tmp_path, "samples: 32\nbatch_size: 8\n"), {"samples": 16}).data.samples == 16
 
 
 def test_mft_run_config_with_a_wrong_type_is_one_line_exit_2(tmp_path, capsys):
@@ -142,13 +142,13 @@ def test_mft_run_config_with_a_wrong_type_is_one_line_exit_2(tmp_path, capsys):
 ])
 def test_run_config_integers_out_of_range(kw, needle):
     with pytest.raises(ConfigError) as info:
-        RunConfig(**kw)
+        RunConfig.of(**kw)
     assert needle in str(info.value) and "\n" not in str(info.value)
 
 
 def test_run_config_integer_edges_are_accepted():
-    assert RunConfig(seed=0).seed == 0 and RunConfig(seed=SEED_MAX).seed == SEED_MAX
-    assert RunConfig(max_length=2, checkpoint_every=0, eval_batch_tokens=1).max_length == 2
+    assert RunConfig.of(seed=0).data.seed == 0 and RunConfig.of(seed=SEED_MAX).data.seed == SEED_MAX
+    assert RunConfig.of(max_length=2, checkpoint_every=0, eval_batch_tokens=1).data.max_length == 2
 
 
 @pytest.mark.parametrize("kw,needle", [
@@ -166,7 +166,7 @@ def test_run_config_integer_edges_are_accepted():
 ])
 def test_finetune_config_integers_out_of_range(kw, needle):
     with pytest.raises(ConfigError) as info:
-        FinetuneConfig(**kw)
+        FinetuneConfig.of(**kw)
     assert needle in str(info.value) and "\n" not in str(info.value)
 
 
@@ -175,21 +175,21 @@ def test_study_and_scoring_configs_check_seeds_and_counts():
     from mft_engine.experiments.trials import StudyConfig
 
     with pytest.raises(ConfigError, match=r"--seed -1 must be in \[0, 2\*\*32-1\]"):
-        ScoringConfig(seed=-1)
+        ScoringConfig.of(seed=-1)
     with pytest.raises(ConfigError, match=r"--samples 18446744073709551616 must be <= 2\*\*63-1"):
-        ScoringConfig(samples=2**64)
+        ScoringConfig.of(samples=2**64)
     with pytest.raises(ConfigError, match=r"--seed 4294967296 must be in"):
-        StudyConfig(seed=2**32)  # through the trials' FinetuneConfig
+        StudyConfig.of(seed=2**32)  # through the trials' FinetuneConfig
     with pytest.raises(ConfigError, match=r"--samples 18446744073709551616 must be <= 2\*\*63-1"):
-        StudyConfig(samples=2**64)
+        StudyConfig.of(samples=2**64)
 
 
 def test_few_shot_seed_lists_are_range_checked():
     from mft_engine.experiments.few_shot import FewShotConfig
 
     with pytest.raises(ConfigError, match=r"--seeds -1 must be in \[0, 2\*\*32-1\]"):
-        FewShotConfig(seeds="1,-1")
-    assert FewShotConfig(seeds=f"0,{SEED_MAX}").seed_list == [0, SEED_MAX]
+        FewShotConfig.of(seeds="1,-1")
+    assert FewShotConfig.of(seeds=f"0,{SEED_MAX}").seed_list == [0, SEED_MAX]
 
 
 @pytest.mark.parametrize("flag", [["--seed", "-1"], ["--seed", "99999999999999999999"],

@@ -44,14 +44,13 @@ def run(model: str, task: str = "sst2", data_dir: str | None = None, samples: in
     iterations, seconds, converged, final_residual, min_residual, true_residual, residuals), threads,
     machine. Cost: one diag G (a backward per training example), then ≈ budget_s per solve.
     """
-    from ..data import load_splits
     from ..experiments.scoring_setup import ScoringConfig, ScoringData, load_checkpoint
     from ..masking import check_exclude_patterns, eligible_parameters
     from ..report import machine_info
 
     progress = progress or Progress()
-    cfg = ScoringConfig(model=model, task=task, data_dir=data_dir, samples=samples, exclude=exclude, seed=seed)
-    splits = load_splits(cfg)  # read once: the head size, then the tokenized rows
+    cfg = ScoringConfig.of(model=model, task=task, data_dir=data_dir, samples=samples, exclude=exclude, seed=seed)
+    splits = cfg.data.load_splits()  # read once: the head size, then the tokenized rows
     lm = load_checkpoint(cfg, model, splits.num_labels)
     net = lm.model.to(DTYPES[dtype]).eval()
     data = ScoringData(cfg, lm.tokenizer, splits)

@@ -64,8 +64,8 @@ def run(model: str = "minilm", task: str = "sst2", samples: int = 512, reduction
     from ..report import machine_info
 
     train_mode = reduction == "batch-sum"
-    cfg = RunConfig(model=model, task=task, samples=samples, reduction=reduction, eval_mode=not train_mode,
-                    data_dir=data_dir, precision="fp32")
+    cfg = RunConfig.of(model=model, task=task, samples=samples, reduction=reduction, eval_mode=not train_mode,
+                       data_dir=data_dir, precision="fp32")
     data = load_task(task, "train", data_dir)
     lm = load_model(model, data.num_labels, seed=0, max_length=128)
     m = lm.model
@@ -148,7 +148,7 @@ def profile(model: str = "minilm", samples: int = 128, reduction: str = "batch-s
 
     data = load_task("sst2", "train")
     lm = load_model(model, 2, seed=0, max_length=128)
-    cfg = RunConfig(model=model, samples=samples, reduction=reduction, eval_mode=reduction == "mean")
+    cfg = RunConfig.of(model=model, samples=samples, reduction=reduction, eval_mode=reduction == "mean")
     rows = select_samples(len(data), samples)
     tokens = tokenize_split(lm.tokenizer, data, rows)
     batches = gradient_batches(tokens, rows, data.labels, data.is_regression, reduction=cfg.reduction,

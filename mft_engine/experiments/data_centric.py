@@ -199,10 +199,10 @@ def run_data_centric(cfg: DataCentricConfig, progress: Progress | None = None) -
             if cfg.teacher:
                 lm = load_model(cfg.teacher, bench.spec.num_labels,
                                 problem_type="regression" if bench.spec.is_regression else None,
-                                max_length=cfg.max_length)
+                                max_length=cfg.data.max_length)
                 teacher, teacher_source = lm.model, lm.source
                 # the teacher reads the pool through its own tokenizer (it may not be the student's)
-                teacher_tokens = tokenize_split(lm.tokenizer, bench.train, None, max_length=cfg.max_length)
+                teacher_tokens = tokenize_split(lm.tokenizer, bench.train, None, max_length=cfg.data.max_length)
             else:
                 trial = run_trial(bench, ft, range(pool), progress=progress)
                 teacher_tokens = bench.train_tokens
@@ -214,13 +214,13 @@ def run_data_centric(cfg: DataCentricConfig, progress: Progress | None = None) -
         with timer("score"):
             progress.phase("teacher loss", 1)
             losses = per_sample_loss(teacher, teacher_tokens, range(pool), bench.train.labels,
-                                     bench.spec.is_regression, cfg.eval_batch_tokens)
+                                     bench.spec.is_regression, cfg.data.eval_batch_tokens)
             progress.done()
         del teacher
 
         subsets: dict[str, list[int]] = {}
         for strategy in cfg.strategy_list:
-            rows = select_by_difficulty(losses, bench.train.labels, size, strategy, cfg.seed, parse_mix(cfg.mix),
+            rows = select_by_difficulty(losses, bench.train.labels, size, strategy, cfg.data.seed, parse_mix(cfg.mix),
                                         bench.spec.is_regression)
             subsets[strategy] = rows
             with timer("train"):

@@ -79,7 +79,7 @@ class FewShotConfig(StudyConfig):
 
     @property
     def seed_list(self) -> list[int]:
-        return [int(s) for s in self.seeds.split(",")] if self.seeds else [self.seed]
+        return [int(s) for s in self.seeds.split(",")] if self.seeds else [self.data.seed]
 
     def k_values(self, pool: int) -> list[int]:
         """The k of each run for a pool of `pool` rows, ascending. ConfigError when an explicit k exceeds it."""
@@ -162,7 +162,7 @@ def run_few_shot(cfg: FewShotConfig, progress: Progress | None = None) -> StudyO
                 log.info("seed %d k %d: %s", seed, k, metrics["evaluation"])
 
         metric = bench.spec.primary_metric
-        curve = _curve(runs, bench.spec.metrics, cfg.seed)
+        curve = _curve(runs, bench.spec.metrics, cfg.data.seed)
         record = base_record(cfg, "few-shot", bench, timer.total())
         record.update(ks=ks, seeds=cfg.seed_list, runs=runs, curve=curve)
         write_table(folder, "few_shot.csv", runs)

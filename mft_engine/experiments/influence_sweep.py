@@ -89,7 +89,7 @@ class InfluenceResult:
 
 def accuracy_with_ci(model: torch.nn.Module, data: ScoringData, rows: list[int], resamples: int, seed: int) -> dict:
     """Accuracy on `rows` of the validation split with a percentile-bootstrap 95% CI over examples."""
-    batches = eval_batches(data.val_tokens, rows, data.val.labels, False, data.cfg.eval_batch_tokens)
+    batches = eval_batches(data.val_tokens, rows, data.val.labels, False, data.cfg.data.eval_batch_tokens)
     logits = predict(model, batches, len(rows))
     correct = (logits.argmax(-1) == np.asarray([data.val.labels[r] for r in rows])).astype(np.float64)
     ci = bootstrap_ci(correct, resamples=resamples, seed=seed)
@@ -97,7 +97,7 @@ def accuracy_with_ci(model: torch.nn.Module, data: ScoringData, rows: list[int],
 
 
 def scoring_accuracy(model: torch.nn.Module, data: ScoringData) -> float:
-    batches = eval_batches(data.val_tokens, data.scoring_rows, data.val.labels, False, data.cfg.eval_batch_tokens)
+    batches = eval_batches(data.val_tokens, data.scoring_rows, data.val.labels, False, data.cfg.data.eval_batch_tokens)
     logits = predict(model, batches, len(data.scoring_rows))
     return float(np.mean(logits.argmax(-1) == np.asarray([data.val.labels[r] for r in data.scoring_rows])))
 
@@ -105,7 +105,7 @@ def scoring_accuracy(model: torch.nn.Module, data: ScoringData) -> float:
 def _measure(model, mask: Mask, data: ScoringData, cfg: InfluenceConfig) -> dict:
     mask.apply(model)
     try:
-        ev = accuracy_with_ci(model, data, data.evaluation_rows, cfg.resamples, cfg.seed)
+        ev = accuracy_with_ci(model, data, data.evaluation_rows, cfg.resamples, cfg.data.seed)
         sc = scoring_accuracy(model, data)
     finally:
         mask.restore(model)
@@ -157,7 +157,7 @@ def removal_sweep(cfg: InfluenceConfig, progress: Progress | None = None) -> Inf
                 raise ConfigError(f"--n-removed {too_many[0]} is larger than the {n_elig:,} eligible parameters")
             model = bench.model
             base = {"checkpoint": label, "path": path, **accuracy_with_ci(model, data, data.evaluation_rows,
-                                                                          cfg.resamples, cfg.seed),
+                                                                          cfg.resamples, cfg.data.seed),
                     "scoring_accuracy": scoring_accuracy(model, data)}
             baselines.append(base)
             shapes = [tuple(p.shape) for _, p in bench.eligible]
@@ -183,7 +183,7 @@ def removal_sweep(cfg: InfluenceConfig, progress: Progress | None = None) -> Inf
             progress.phase(f"{label}: random control", len(counts))
             for n in counts:
                 rows.append({"checkpoint": label, "scorer": "random", "signed": None, "n_removed": n,
-                             **_measure(model, random_mask(bench.eligible, n, seed=cfg.seed + 1), data, cfg)})
+                             **_measure(model, random_mask(bench.eligible, n, seed=cfg.data.seed + 1), data, cfg)})
                 progress.advance(1)
             progress.done()
             if {"gradient", "influence"} <= kept.keys():

@@ -23,7 +23,7 @@ from ..collect import GradientState, collect_gradients
 from ..collect.provenance import build_provenance, model_fingerprint, provenance_difference, split_sha256
 from ..collect.state import StateError
 from ..config import RunConfig
-from ..data import Batch, TaskData, eval_batches, fixed_batches, gradient_batches, load_splits, prepare_task
+from ..data import Batch, TaskData, eval_batches, fixed_batches, gradient_batches
 from ..errors import ConfigError, ResumeError
 from ..evaluate import evaluate_model
 from ..masking import DetrimentalSelector, check_exclude_patterns, eligible_parameters, random_mask
@@ -49,7 +49,7 @@ class StudyResult:
 def _evaluate(model, tokens, data: TaskData, cfg: RunConfig, progress: Progress, label: str) -> dict:
     progress.phase(f"evaluate {label}", len(data))
     rows = list(range(len(data)))
-    metrics = evaluate_model(model, eval_batches(tokens, rows, data.labels, data.is_regression, cfg.eval_batch_tokens),
+    metrics = evaluate_model(model, eval_batches(tokens, rows, data.labels, data.is_regression, cfg.data.eval_batch_tokens),
                              data.labels, data.num_labels, on_batch=lambda n: progress.advance(n))
     progress.done()
     return metrics
@@ -121,7 +121,7 @@ def _collect(cfg: RunConfig, model, batches: list[Batch], folder: ResultsFolder,
         else:
             log.info("resuming collection after %d of %d batches", skip, len(batches))
     else:
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.data.seed)
 
     def checkpoint(st: GradientState, done: int) -> None:
         st.save(ckpt_path, extra_tensors={"rng": torch.get_rng_state()})
@@ -176,26 +176,25 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
         if cfg.checkpoint_every:
             folder.keep_on_failure(CHECKPOINT)
         log.info("config: %s", cfg.to_dict())
-        splits = load_splits(cfg)
+        splits = cfg.data.load_splits()
         train, val = splits.train, splits.val
         timings["load_data_s"] = time.perf_counter() - t0
 
         t = time.perf_counter()
-        lm = load_model(cfg.model, train.num_labels, seed=cfg.seed,
-                        problem_type="regression" if train.is_regression else None, max_length=cfg.max_length)
+        lm = load_model(cfg.model, train.num_labels, seed=cfg.data.seed,
+                        problem_type="regression" if train.is_regression else None, max_length=cfg.data.max_length)
         model, tok = lm.model, lm.tokenizer
         timings["load_model_s"] = time.perf_counter() - t
         log.info("model: %s", lm.source)
         log.info("labels: %s", train.label_summary)
         named_all = list(model.named_parameters())
-        check_exclude_patterns(named_all, cfg.exclude)
-        eligible_all = eligible_parameters(named_all, cfg.exclude_patterns())
+        check_exclude_patterns(named_all, cfg.selection.exclude)
+        eligible_all = eligible_parameters(named_all, cfg.selection.exclude_patterns())
         if not eligible_all:
-            raise ConfigError(f"--exclude {cfg.exclude!r} leaves no eligible parameter")
+            raise ConfigError(f"--exclude {cfg.selection.exclude!r} leaves no eligible parameter")
 
         t = time.perf_counter()
-        prepared = prepare_task(splits, tok, samples=cfg.samples, sample_order=cfg.sample_order, seed=cfg.seed,
-                                max_length=cfg.max_length)
+        prepared = cfg.data.prepare(splits, tok)
         rows, train_tokens, val_tokens = prepared.rows, prepared.train_tokens, prepared.val_tokens
         timings["tokenize_s"] = time.perf_counter() - t
 
@@ -206,8 +205,8 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
         row_ids = [train.row_ids[r] for r in used_rows]
         provenance = build_provenance(
             model_fingerprint=model_fingerprint(model), rows=row_ids, data_files={"train": split_sha256(train)},
-            reduction=cfg.reduction, batch_size=cfg.batch_size, train_mode=not cfg.eval_mode, seed=cfg.seed,
-            precision=cfg.precision, max_length=cfg.max_length)
+            reduction=cfg.reduction, batch_size=cfg.batch_size, train_mode=not cfg.eval_mode, seed=cfg.data.seed,
+            precision=cfg.precision, max_length=cfg.data.max_length)
         meta = {"collection_key": cfg.collection_key(), "reduction": cfg.reduction,
                 "train_mode": not cfg.eval_mode, "rows": row_ids, "provenance": provenance}
         resumed = _load_checkpoint(folder.path / CHECKPOINT, meta, model) if resume is not None else None
@@ -230,16 +229,17 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
         t = time.perf_counter()
         eligible = [(n, p) for n, p in eligible_all if n in state.grad_sum]
         if not eligible:
-            raise ConfigError(f"--exclude {cfg.exclude!r} leaves no eligible parameter with a gradient")
+            raise ConfigError(f"--exclude {cfg.selection.exclude!r} leaves no eligible parameter with a gradient")
         with _phase("select"):
             progress.phase("select", 1)
-            selector = DetrimentalSelector(eligible, state.grad_sum, cfg.lr, cfg.rank_by, cfg.literal, seed=cfg.seed)
+            selector = DetrimentalSelector(eligible, state.grad_sum, cfg.selection.lr, cfg.selection.rank_by,
+                                           cfg.selection.literal, seed=cfg.data.seed)
             progress.done()
             # The study's headline count covers every parameter, the head included.
             all_named = [(n, p) for n, p in named_all if n in state.grad_sum]
             n_det_all = int(ops.detrimental_count([p.detach() for _, p in all_named],
                                                   [state.grad_sum[n] for n, _ in all_named],
-                                                  cfg.lr, literal=cfg.literal, names=[n for n, _ in all_named]).sum())
+                                                  cfg.selection.lr, literal=cfg.selection.literal, names=[n for n, _ in all_named]).sum())
         timings["select_s"] = time.perf_counter() - t
 
         # The zeroing's own bound: the bytes of θ and g it must read at the read bandwidth measured now,
@@ -250,7 +250,7 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
         rows_out, selections = [], []
         t = time.perf_counter()
         with _phase("evaluate-after"):
-            for fraction in cfg.fraction:
+            for fraction in cfg.selection.fractions:
                 tz = time.perf_counter()
                 sel = selector.select_and_zero_(fraction)  # mft::zero_topk_: select and zero in one pass
                 zero_s = time.perf_counter() - tz
@@ -264,7 +264,7 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
                          "read_bound_s": read_bytes / bandwidth, "zero_path": "zero_topk_" if selector.fused
                          else "select_topk+zero_masked_", "after": after}
                 if cfg.control:
-                    ctrl = random_mask(eligible, sel.k, seed=cfg.seed + 1)
+                    ctrl = random_mask(eligible, sel.k, seed=cfg.data.seed + 1)
                     ctrl.apply(model)
                     entry["control"] = _evaluate(model, val_tokens, val, cfg, progress, f"control {fraction:g}")
                     ctrl.restore(model)
@@ -284,9 +284,9 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
             "data": {"train_source": train.source, "labels": train.label_summary, "validation_source": val.source, "n_train_rows": len(train),
                      "n_validation": len(val), "samples_used": len(used_rows), "rows_used": row_ids},
             "collection": {"reduction": cfg.reduction, "train_mode": not cfg.eval_mode, "precision": cfg.precision,
-                           "lr": cfg.lr, "lr_fp32": cfg.lr32, "batch_sizes": state.batch_sizes,
+                           "lr": cfg.selection.lr, "lr_fp32": cfg.selection.lr32, "batch_sizes": state.batch_sizes,
                            # the hypothetical step θ − lr·g: its size tells batch-sum from mean (~N/32× smaller)
-                           "step_l2_norm": cfg.lr32 * math.sqrt(sum(float(g.double().square().sum())
+                           "step_l2_norm": cfg.selection.lr32 * math.sqrt(sum(float(g.double().square().sum())
                                                                     for g in state.grad_sum.values())),
                            "n_batches": state.n_batches, "mean_batch_loss": (sum(state.batch_losses) / max(len(state.batch_losses), 1)),
                            "reused_state": cfg.state, "provenance_checked": provenance_checked,
@@ -297,7 +297,7 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
                        "eligible": selections[0].n_eligible,
                        "detrimental_eligible": selections[0].n_detrimental_eligible,
                        "zeroed": {f"{sel.fraction:g}": sel.k for sel in selections},
-                       "excluded_patterns": list(cfg.exclude_patterns())},
+                       "excluded_patterns": list(cfg.selection.exclude_patterns())},
             "before": before,
             "fractions": rows_out,
             "timings": timings,

@@ -240,7 +240,7 @@ def run_noise(cfg: NoiseConfig, progress: Progress | None = None) -> StudyOutput
             noisy: list[tuple[str, float, Any, float]] = [("none", 0.0, bench.vsets, 0.0)]
             for kind in kinds:
                 for level in [lv for lv in cfg.level_list if lv > 0]:
-                    data = corrupt_data(bench.val, kind, level, cfg.seed)
+                    data = corrupt_data(bench.val, kind, level, cfg.data.seed)
                     noisy.append((kind, level, bench.validation_sets(data), _changed_share(bench.val, data)))
 
         models: dict[str, Any] = {}
@@ -250,10 +250,10 @@ def run_noise(cfg: NoiseConfig, progress: Progress | None = None) -> StudyOutput
             models["clean"] = trial
             trials["clean"] = trial_record(trial)
             if cfg.augment:
-                rng = np.random.default_rng([cfg.seed, 7])
+                rng = np.random.default_rng([cfg.data.seed, 7])
                 n_aug = units_changed(cfg.augment_share, len(pool))
                 aug_rows = sorted(rng.choice(len(pool), size=n_aug, replace=False).tolist()) if n_aug else []
-                aug_data = corrupt_data(bench.train, "mixed", cfg.augment_level, cfg.seed + 1, aug_rows, augment_kinds)
+                aug_data = corrupt_data(bench.train, "mixed", cfg.augment_level, cfg.data.seed + 1, aug_rows, augment_kinds)
                 trial = run_trial(bench, ft, pool, train_tokens=bench.tokens(aug_data), progress=progress)
                 models["augmented"] = trial
                 trials["augmented"] = {**trial_record(trial), "corrupted_rows": n_aug,
@@ -273,7 +273,7 @@ def run_noise(cfg: NoiseConfig, progress: Progress | None = None) -> StudyOutput
         metric = bench.spec.primary_metric
         record = base_record(cfg, "noise", bench, timer.total())
         record.update(table=table, trials=trials, degradation=_degradation(table, metric),
-                      examples=_examples(bench.val, kinds, cfg.level_list, cfg.seed))
+                      examples=_examples(bench.val, kinds, cfg.level_list, cfg.data.seed))
         write_table(folder, "noise.csv", table)
         _plot(table, metric, folder.path / "accuracy_vs_noise.png")
         # the examples hold emojis: UTF-8 whatever the locale

@@ -8,7 +8,6 @@ evaluation half (DESIGN.md, honest evaluation).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -19,28 +18,32 @@ import numpy as np
 import torch
 
 from ..collect import GradientState, collect_gradients
-from ..config import COUNT_MAX, SAMPLE_ORDERS, SEED_MAX, check_int_range, help_field, round_lr_fp32
-from ..data import TaskSplits, gradient_batches, load_splits, objective_batches, prepare_task
+from ..data import TaskSplits, gradient_batches, objective_batches
+from ..data.config import DataConfig
 from ..errors import ConfigError
 from ..evaluate.validation import ValidationSets
+from ..fields import COUNT_MAX, FlatConfig, check_int_range, compose, help_field
 from ..masking import check_exclude_patterns, eligible_parameters
 from ..models import load_model
 from ..report.progress import Progress
 from ..scoring import ScoringInputs
 from ..scoring.fit import SOLVERS
 from ..scoring.objective import Objective
-from ..selection_spec import exclude_patterns
+from ..selection_spec import exclude_patterns, round_lr_fp32
 
 
 @dataclass
-class ScoringConfig:
+class ScoringConfig(FlatConfig):
     """Fields shared by `mft validate-scorer` and `mft influence`."""
 
     model: str = help_field("a fine-tuned checkpoint folder (e.g. from mft finetune --save-at) | minilm | bert-tiny-random", "minilm")
-    task: str = help_field("task id (sst2, mrpc, ...) or a local CSV/TSV/JSONL file or folder", "sst2")
-    data_dir: str | None = help_field("GLUE root or task folder; else $MFT_DATA_DIR, the embedded SST-2, the Hub", None)
-    samples: int = help_field("training samples N: the gradient test's g and the curvature H (Gauss-Newton) use them", 1000)
-    sample_order: str = help_field("first (first N rows) | seeded (N rows drawn with the seed)", "first")
+    # The scorer pipelines batch their objectives at 4096 tokens (8192 elsewhere): kept so figures do not move.
+    data: DataConfig = compose(DataConfig, samples=1000, types={"samples": int}, eval_batch_tokens=4096, help={
+        "task": "task id (sst2, mrpc, ...) or a local CSV/TSV/JSONL file or folder",
+        "samples": "training samples N: the gradient test's g and the curvature H (Gauss-Newton) use them",
+        "sample_order": "first (first N rows) | seeded (N rows drawn with the seed)",
+        "seed": "seed of the validation halves, the parameter sample and the random controls",
+        "eval_batch_tokens": "token budget of a batch of the objectives and evaluations"})
     batch_size: int = help_field("fixed batch size defining the training g (batch-sum, as mft run)", 32)
     lr: float = help_field("learning rate of the gradient test (rounded once to fp32)", 2e-5)
     exclude: str = help_field("original | influence | none | comma-separated name patterns", "influence")
@@ -55,22 +58,13 @@ class ScoringConfig:
     lissa_scale: float | None = help_field("LiSSA scale (> the largest eigenvalue of H + λI; default: estimated by power iteration)", None)
     lissa_repetitions: int = help_field("LiSSA repetitions averaged", 1)
     obs_samples: int = help_field("per-example gradients m for OBS's block Fisher (>= 50)", 64)
-    seed: int = help_field("seed of the validation halves, the parameter sample and the random controls", 42)
-    max_length: int = help_field("maximum tokens per sentence (pair)", 128)
-    eval_batch_tokens: int = help_field("token budget of a batch of the objectives and evaluations", 4096)
-    text_column: str | None = help_field("text column of a local file task", None)
-    text_pair_column: str | None = help_field("second text column of a local pair task", None)
-    label_column: str | None = help_field("label column of a local file task", None)
     out: str = help_field("parent folder of the results folder", "results")
 
     def __post_init__(self) -> None:
-        for name, lo in (("samples", 1), ("batch_size", 1), ("max_length", 2), ("eval_batch_tokens", 1)):
-            check_int_range(f"--{name.replace('_', '-')}", getattr(self, name), lo, COUNT_MAX)
-        check_int_range("--seed", self.seed, 0, SEED_MAX)
-        if self.sample_order not in SAMPLE_ORDERS:
-            raise ConfigError(f"--sample-order {self.sample_order!r} is not one of {', '.join(SAMPLE_ORDERS)}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"--lr {self.lr} must be a positive number")
+        if self.data.samples is None:
+            raise ConfigError("--samples must be given: g and H are built over a fixed number of samples")
+        check_int_range("--batch-size", self.batch_size, 1, COUNT_MAX)
+        round_lr_fp32(self.lr)  # ConfigError naming --lr
         if self.solver not in SOLVERS:
             raise ConfigError(f"--solver {self.solver!r} is not one of {', '.join(SOLVERS)}")
         if self.damping is not None and not (self.damping > 0 and math.isfinite(self.damping)):
@@ -83,8 +77,9 @@ class ScoringConfig:
             raise ConfigError("--cg-max-iter, --lissa-depth and --lissa-repetitions must be >= 1")
         if self.obs_samples < 50:
             raise ConfigError(f"--obs-samples {self.obs_samples} must be >= 50 (OBS blocks of 50 need m >= 50 gradients)")
-        if self.eval_batch_tokens < self.max_length:
-            raise ConfigError(f"--eval-batch-tokens {self.eval_batch_tokens} must be >= --max-length {self.max_length}")
+        if self.data.eval_batch_tokens < self.data.max_length:
+            raise ConfigError(f"--eval-batch-tokens {self.data.eval_batch_tokens} must be >= --max-length "
+                              f"{self.data.max_length}")
         self.scorer_names()  # validates --scorers
 
     def exclude_patterns(self) -> tuple[str, ...]:
@@ -97,36 +92,31 @@ class ScoringConfig:
 
         return parse_names("--scorers", self.scorers, scorer_names())
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
 class ScoringData:
     """The task's splits tokenized once (shared by every checkpoint of a sweep)."""
 
     def __init__(self, cfg: ScoringConfig, tokenizer, splits: TaskSplits | None = None):
         self.cfg = cfg
-        splits = splits if splits is not None else load_splits(cfg)
+        splits = splits if splits is not None else cfg.data.load_splits()
         self.train, self.val = splits.train, splits.val
         if self.train.is_regression:
-            raise ConfigError(f"task {cfg.task!r} is a regression task; the scorers need a classifier "
+            raise ConfigError(f"task {cfg.data.task!r} is a regression task; the scorers need a classifier "
                               "(cross-entropy loss)")
-        p = prepare_task(splits, tokenizer, samples=cfg.samples, sample_order=cfg.sample_order, seed=cfg.seed,
-                         max_length=cfg.max_length)
+        p = cfg.data.prepare(splits, tokenizer)
         self.rows, self.train_tokens, self.val_tokens = p.rows, p.train_tokens, p.val_tokens
         self.scoring_rows, self.evaluation_rows = p.scoring_rows, p.evaluation_rows
 
     def validation_sets(self) -> ValidationSets:
         """ValidationSets over the halves (metrics on "scoring", "evaluation", "whole")."""
         return ValidationSets(self.val_tokens, list(self.val.labels), self.val.num_labels, False,
-                              self.scoring_rows, self.evaluation_rows, self.cfg.eval_batch_tokens)
+                              self.scoring_rows, self.evaluation_rows, self.cfg.data.eval_batch_tokens)
 
     def objectives(self, model: torch.nn.Module, names: list[str], train_rows: list[int] | None = None
                    ) -> tuple[Objective, Objective]:
         """(training Objective over `train_rows` (default: every selected row), scoring-half Objective),
         both over `names` of `model`, batched by length within the token budget."""
         rows = self.rows if train_rows is None else train_rows
-        budget = self.cfg.eval_batch_tokens
+        budget = self.cfg.data.eval_batch_tokens
         train = Objective(model, objective_batches(self.train_tokens, rows, self.train.labels, False, budget), names)
         score = Objective(model, objective_batches(self.val_tokens, self.scoring_rows, self.val.labels, False, budget),
                           names)
@@ -162,7 +152,7 @@ class ScoringBench:
 def load_checkpoint(cfg: ScoringConfig, model_name: str, num_labels: int):
     """The checkpoint as a LoadedModel (ModelError, exit 2, when its labels do not match the task; ConfigError
     when --max-length exceeds its position embeddings)."""
-    return load_model(model_name, num_labels, seed=cfg.seed, max_length=cfg.max_length)
+    return load_model(model_name, num_labels, seed=cfg.data.seed, max_length=cfg.data.max_length)
 
 
 def prepare_bench(cfg: ScoringConfig, model_name: str | None = None, data: ScoringData | None = None,
@@ -176,7 +166,7 @@ def prepare_bench(cfg: ScoringConfig, model_name: str | None = None, data: Scori
     timings: dict[str, float] = {}
     t = time.perf_counter()
     # the splits are read once: their label count sizes the head, then ScoringData tokenizes them
-    splits = load_splits(cfg) if data is None else None
+    splits = cfg.data.load_splits() if data is None else None
     num_labels = data.train.num_labels if data is not None else splits.num_labels
     lm = load_checkpoint(cfg, model_name or cfg.model, num_labels)
     model = lm.model.float().eval()
@@ -194,7 +184,7 @@ def prepare_bench(cfg: ScoringConfig, model_name: str | None = None, data: Scori
     batches = gradient_batches(data.train_tokens, data.rows, data.train.labels, data.train.is_regression,
                                reduction="batch-sum", batch_size=cfg.batch_size, keep_last=False)
     if not batches:
-        raise ConfigError(f"--samples {cfg.samples} is fewer than one batch of --batch-size {cfg.batch_size}")
+        raise ConfigError(f"--samples {cfg.data.samples} is fewer than one batch of --batch-size {cfg.batch_size}")
     progress.phase("collect gradients (eval mode)", len(batches))
     state = collect_gradients(model, batches, train_mode=False, on_batch=lambda i, loss: progress.advance(1),
                               meta={"train_mode": False, "reduction": "batch-sum", "samples": len(data.rows)})

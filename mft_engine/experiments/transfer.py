@@ -160,7 +160,8 @@ def run_transfer(cfg: TransferConfig, progress: Progress | None = None) -> Study
         log.info("config: %s", cfg.to_dict())
         with timer("load"):
             source = Bench.of(cfg)
-            target = Bench(cfg, cfg.target_task, cfg.target_data_dir or cfg.data_dir, cfg.target_samples)
+            target = Bench(cfg, cfg.data.elsewhere(cfg.target_task, cfg.target_data_dir or cfg.data.data_dir,
+                                                     cfg.target_samples))
         if source.spec.name == target.spec.name and cfg.target_data_dir is None:
             log.warning("source and target are the same task (%s)", source.spec.name)
         n_src, n_tgt = len(source.train), len(target.train)
@@ -184,7 +185,7 @@ def run_transfer(cfg: TransferConfig, progress: Progress | None = None) -> Study
             for kind in ("transfer", "scratch"):
                 holder: dict[str, torch.nn.Module] = {}
                 if kind == "transfer":
-                    model = _with_new_head(lora.merged_model(src.model), target.base(cfg.seed))
+                    model = _with_new_head(lora.merged_model(src.model), target.base(cfg.data.seed))
                     ft_run = cfg.finetune_config(lora_placement=placement, lr=cfg.head_lr or ft.lr)
 
                     def prepare(m, holder=holder):
@@ -192,7 +193,7 @@ def run_transfer(cfg: TransferConfig, progress: Progress | None = None) -> Study
                         holder["model"] = prepared.model
                         return prepared, method
                 else:
-                    model, ft_run = target.base(cfg.seed), ft
+                    model, ft_run = target.base(cfg.data.seed), ft
 
                     def prepare(m, holder=holder, ft_run=ft_run):
                         prepared = lora.prepare(m, ft_run)

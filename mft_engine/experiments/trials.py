@@ -10,7 +10,6 @@ whole split beside it for comparison with published numbers (DESIGN.md, honest e
 from __future__ import annotations
 
 import copy
-import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,68 +19,60 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import COUNT_MAX, PRECISIONS, SAMPLE_ORDERS, check_int_range, help_field
-from ..data import TaskData, load_splits, prepare_task, tokenize_split
+from ..config import PRECISIONS
+from ..data import TaskData, tokenize_split
+from ..data.config import DataConfig
 from ..errors import ConfigError
 from ..evaluate.validation import ValidationSets
+from ..fields import FlatConfig, compose, help_field
 from ..models import load_model
 from ..report import machine_info, versions
 from ..report.progress import Progress
 
-#: study fields copied into the FinetuneConfig of every trial
-_FINETUNE_FIELDS = ("method", "model", "task", "data_dir", "epochs", "max_steps", "batch_size", "lr", "seed",
-                    "precision", "max_length", "eval_batch_tokens", "lora_rank", "lora_alpha", "lora_placement",
-                    "out")
+#: study fields that are also the training fields of every trial's FinetuneConfig
+_FINETUNE_FIELDS = ("method", "model", "epochs", "max_steps", "batch_size", "lr", "precision", "lora_rank",
+                    "lora_alpha", "lora_placement", "out")
 
 
 @dataclass
-class StudyConfig:
-    """Fields every study shares: the model, the task, the rows, and how each trial fine-tunes.
+class StudyConfig(FlatConfig):
+    """Fields every study shares: the model, the data, and how each trial fine-tunes.
 
     Subclasses add the study's own fields. Validation builds the trials' FinetuneConfig once, so a bad
     method, learning rate or placement fails before anything runs, naming the flag.
     """
 
     model: str = help_field("minilm | bert-base-random | bert-tiny-random | a checkpoint folder | a Hub id", "minilm")
-    task: str = help_field("task id (sst2, mrpc, cola, ...) or a local CSV/TSV/JSONL file or folder", "sst2")
-    data_dir: str | None = help_field("GLUE root or task folder; else $MFT_DATA_DIR, the embedded SST-2, the Hub", None)
-    samples: int | None = help_field("training rows in the study's pool (default: all)", None)
-    sample_order: str = help_field("first (first N rows) | seeded (N rows drawn with the seed)", "first")
+    data: DataConfig = compose(DataConfig, help={
+        "samples": "training rows in the study's pool (default: all)",
+        "sample_order": "first (first N rows) | seeded (N rows drawn with the seed)",
+        "seed": "seed of the pool, the subsets, the heads, LoRA init, shuffling and the validation halves"})
     method: str = help_field("fine-tuning method of every trial: full | bitfit | lora | freeze", "full")
     epochs: int = help_field("passes over each trial's training rows (ignored when --max-steps > 0)", 1)
     max_steps: int = help_field("optimizer steps of each trial, overriding --epochs (0: epochs decide)", 0)
     batch_size: int = help_field("training rows per step", 32)
     lr: float | None = help_field("peak learning rate (default: the method's)", None)
-    seed: int = help_field("seed of the pool, the subsets, the heads, LoRA init, shuffling and the validation halves", 42)
     precision: str = help_field("fp32 | bf16 (bf16 autocast forward/backward, fp32 weights)", "fp32")
-    max_length: int = help_field("maximum tokens per sentence (pair)", 128)
-    eval_batch_tokens: int = help_field("token budget of an evaluation batch", 8192)
     lora_rank: int = help_field("LoRA rank r (method lora)", 8)
     lora_alpha: float = help_field("LoRA alpha (the update is scaled by alpha / r)", 16.0)
     lora_placement: str = help_field("LoRA layers: attn-qkv | attn-full | ffn-only | full", "attn-qkv")
     out: str = help_field("parent folder of the results folder", "results")
 
     def __post_init__(self) -> None:
-        if self.samples is not None:
-            check_int_range("--samples", self.samples, 1, COUNT_MAX)
-        if self.sample_order not in SAMPLE_ORDERS:
-            raise ConfigError(f"--sample-order {self.sample_order!r} is not one of {', '.join(SAMPLE_ORDERS)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         self.finetune_config()  # validates the training fields (ConfigError naming the flag)
 
     def finetune_config(self, **overrides: Any):
-        """The FinetuneConfig of one trial: this study's training fields, nothing chosen on validation data
-        (no early stopping, no checkpoints), nothing stored; `overrides` replace fields (e.g. seed, method)."""
+        """The FinetuneConfig of one trial: this study's data and training fields, nothing chosen on
+        validation data (no early stopping, no checkpoints), nothing stored; `overrides` replace flat
+        fields (e.g. seed, method). The trial's rows are given to train_model, not drawn from `samples`."""
         from ..train import FinetuneConfig
 
-        fields = {k: getattr(self, k) for k in _FINETUNE_FIELDS if hasattr(self, k)}
+        fields = {k: getattr(self, k) for k in _FINETUNE_FIELDS}
         fields.update(save_model=False, save_at=[], early_stopping_patience=0)
-        fields.update(overrides)
-        return FinetuneConfig(**fields)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return FinetuneConfig(data=self.data, **fields).replace(**overrides) if overrides \
+            else FinetuneConfig(data=self.data, **fields)
 
 
 def parse_int_list(flag: str, value: str | Sequence[int] | None) -> list[int]:
@@ -131,36 +122,35 @@ class Bench:
     pool order; `val` the whole validation split with `vsets` its tokenized halves.
     """
 
-    def __init__(self, cfg: StudyConfig, task: str, data_dir: str | None, samples: int | None,
-                 model: str | None = None):
-        where = _Where(task, data_dir, cfg)
+    def __init__(self, cfg: StudyConfig, data: DataConfig | None = None, model: str | None = None):
+        data = cfg.data if data is None else data
         self.model_name = model or cfg.model
         self.cfg = cfg
-        splits = load_splits(where)
+        self.data_config = data
+        splits = data.load_splits()
         self.spec = splits.train.task
         self.n_train_rows = len(splits.train)
         self._models: dict[int, Any] = {}
-        lm = self._load(cfg.seed)
+        lm = self._load(data.seed)
         self.tokenizer = lm.tokenizer
         self.model_source = lm.source
         # the pool as its own split: studies index it 0..n-1
-        p = prepare_task(splits, self.tokenizer, samples=samples, sample_order=cfg.sample_order, seed=cfg.seed,
-                         max_length=cfg.max_length, as_subset=True)
+        p = data.prepare(splits, self.tokenizer, as_subset=True)
         self.train, self.val, self.train_tokens = p.train, p.val, p.train_tokens
         self.scoring_rows, self.evaluation_rows = p.scoring_rows, p.evaluation_rows
         self.vsets = ValidationSets(p.val_tokens, list(self.val.labels), self.val.num_labels, self.val.is_regression,
-                                    self.scoring_rows, self.evaluation_rows, cfg.eval_batch_tokens)
+                                    self.scoring_rows, self.evaluation_rows, data.eval_batch_tokens)
 
     @classmethod
     def of(cls, cfg: StudyConfig) -> Bench:
         """The bench of the study's own task, data folder and pool (--task, --data-dir, --samples)."""
-        return cls(cfg, cfg.task, cfg.data_dir, cfg.samples)
+        return cls(cfg)
 
     def _load(self, seed: int):
         if seed not in self._models:
             self._models[seed] = load_model(self.model_name, self.spec.num_labels, seed=seed,
                                             problem_type="regression" if self.spec.is_regression else None,
-                                            max_length=self.cfg.max_length)
+                                            max_length=self.data_config.max_length)
         return self._models[seed]
 
     def base(self, seed: int) -> torch.nn.Module:
@@ -169,30 +159,18 @@ class Bench:
 
     def tokens(self, data: TaskData):
         """`data` tokenized as this bench tokenizes (same tokenizer and max_length)."""
-        return tokenize_split(self.tokenizer, data, None, max_length=self.cfg.max_length)
+        return tokenize_split(self.tokenizer, data, None, max_length=self.data_config.max_length)
 
     def validation_sets(self, val: TaskData) -> ValidationSets:
         """ValidationSets over `val` (the validation split, or a changed copy of it) with this bench's halves."""
         return ValidationSets(self.tokens(val), list(val.labels), val.num_labels, val.is_regression,
-                              self.scoring_rows, self.evaluation_rows, self.cfg.eval_batch_tokens)
+                              self.scoring_rows, self.evaluation_rows, self.data_config.eval_batch_tokens)
 
     def data_record(self) -> dict[str, Any]:
         return {"task": self.spec.name, "train_source": self.train.source, "validation_source": self.val.source,
                 "n_train_rows": self.n_train_rows, "pool": len(self.train), "n_validation": len(self.val),
                 "n_evaluation_half": len(self.evaluation_rows), "n_scoring_half": len(self.scoring_rows),
                 "model": self.model_source}
-
-
-@dataclass
-class _Where:
-    """A data location other than the study's own (the transfer study's target task)."""
-
-    task: str
-    data_dir: str | None
-    cfg: Any
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.cfg, name)
 
 
 @dataclass
@@ -218,7 +196,7 @@ def run_trial(bench: Bench, ft_cfg, rows: Sequence[int], train_tokens=None, mode
               progress: Progress | None = None, prepare=None) -> Trial:
     """Fine-tune on `rows` (positions in `train_tokens`, default the bench's pool tokens) as `ft_cfg` says.
 
-    The model is `model` or a fresh `bench.base(ft_cfg.seed)`; `prepare(model) -> (Prepared, Method)`
+    The model is `model` or a fresh `bench.base(ft_cfg.data.seed)`; `prepare(model) -> (Prepared, Method)`
     replaces the method's own preparation (the transfer study's head-only training). Cost: the training
     steps of `train_model`; no validation pass (nothing is chosen on validation data).
     """
@@ -227,8 +205,8 @@ def run_trial(bench: Bench, ft_cfg, rows: Sequence[int], train_tokens=None, mode
     if not rows:
         raise ConfigError("a study trial got no training rows")
     tokens = bench.train_tokens if train_tokens is None else train_tokens
-    model = bench.base(ft_cfg.seed) if model is None else model
-    torch.manual_seed(ft_cfg.seed)  # LoRA's initialisation
+    model = bench.base(ft_cfg.data.seed) if model is None else model
+    torch.manual_seed(ft_cfg.data.seed)  # LoRA's initialisation
     if prepare is None:
         method = get_method(ft_cfg.method)
         prepared = method.prepare(model, ft_cfg)

@@ -97,7 +97,7 @@ def validate_scorers(cfg: ValidateConfig, progress: Progress | None = None) -> V
         log.info("config: %s", cfg.to_dict())
         bench = prepare_bench(cfg, progress=progress, fits_dir=folder.path / "fits")
         timings = dict(bench.timings)
-        items = sample_eligible(bench.eligible, cfg.n_params, cfg.seed)
+        items = sample_eligible(bench.eligible, cfg.n_params, cfg.data.seed)
 
         from ..scoring.ground_truth import RemovalOracle
 
@@ -114,7 +114,7 @@ def validate_scorers(cfg: ValidateConfig, progress: Progress | None = None) -> V
             delta_s = time.perf_counter() - t_delta
             progress.done()
             progress.phase("ground truth: noise floor")
-            noise = oracle.noise_floor(seed=cfg.seed)
+            noise = oracle.noise_floor(seed=cfg.data.seed)
             progress.done()
         timings["ground_truth_s"] = time.perf_counter() - t
         # float64: every no-op and regrouped evaluation counts. float32: ΔL is computed with the same matmul
@@ -217,11 +217,11 @@ def reuse_ground_truth(cfg: ValidateConfig, items: list[tuple[str, int]]) -> tup
         raise ConfigError(f"--ground-truth {folder} is not a validate-scorer results folder "
                           "(no ground_truth.csv and results.json)")
     record = json.loads(results.read_text())
-    old = record.get("config", {})
+    old, new = record.get("config", {}), cfg.to_dict()
     for key in ("model", "seed", "n_params", "exclude", "precision", "task"):
-        if old.get(key) != getattr(cfg, key):
+        if old.get(key) != new[key]:
             raise ConfigError(f"--ground-truth {folder} was made with {key}={old.get(key)!r}, this run has "
-                              f"{getattr(cfg, key)!r}")
+                              f"{new[key]!r}")
     with table.open(newline="") as f:
         rows = list(csv.DictReader(f))
     if [(r["parameter"], int(r["index"])) for r in rows] != list(items):

@@ -6,19 +6,17 @@ silently.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
 
-from ..config import COUNT_MAX, PRECISIONS, SAMPLE_ORDERS, SEED_MAX, help_field
-from ..config import check_field_types, check_int_range, integral_floats_to_int, parse_unit_list
+from ..config import PRECISIONS, parse_unit_list
+from ..data.config import DataConfig
 from ..errors import ConfigError
+from ..fields import COUNT_MAX, FlatConfig, check_int_range, compose, help_field
 from .bitfit import parse_group_lrs, parse_groups
 from .learned_mask import validate_options as validate_mask_options
 from .lora import PLACEMENTS
 from .method import get_method
-
 
 #: the widest layer of the supported BERT-family encoders is far narrower; a larger rank is a typo
 LORA_RANK_MAX = 65536
@@ -35,16 +33,15 @@ def parse_targets(value: str | float | list[float] | tuple[float, ...] | None) -
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(FlatConfig):
     """Configuration of `mft finetune`: train one method, evaluate on the validation halves, write
     results/finetune_<method>_<timestamp>/."""
 
     method: str = help_field("fine-tuning method: full | bitfit | lora | lora8 | qlora | freeze | learned-mask", "full")
     model: str = help_field("minilm | bert-base-random | bert-tiny-random | a checkpoint folder | a Hub id", "minilm")
-    task: str = help_field("task id (sst2, mrpc, cola, ...) or a local CSV/TSV/JSONL file or folder", "sst2")
-    data_dir: str | None = help_field("GLUE root or task folder; else $MFT_DATA_DIR, the embedded SST-2, the Hub", None)
-    samples: int | None = help_field("training rows used (default: all)", None)
-    sample_order: str = help_field("first (first N rows) | seeded (N rows drawn with the seed)", "first")
+    data: DataConfig = compose(DataConfig, help={
+        "sample_order": "first (first N rows) | seeded (N rows drawn with the seed)",
+        "seed": "seed of the head, LoRA init, dropout, shuffling, sampling and the validation halves"})
     epochs: int = help_field("passes over the training rows (ignored when --max-steps > 0)", 1)
     max_steps: int = help_field("optimizer steps to run, overriding --epochs (0: epochs decide)", 0)
     batch_size: int = help_field("training rows per step (length-bucketed, seeded shuffle)", 32)
@@ -54,11 +51,8 @@ class FinetuneConfig:
     weight_decay: float = help_field("AdamW weight decay (not applied to biases and LayerNorm weights)", 0.01)
     warmup_ratio: float = help_field("share of the steps with linear warm-up, then linear decay to 0", 0.1)
     max_grad_norm: float = help_field("clip the global gradient norm to this (0: no clipping)", 1.0)
-    seed: int = help_field("seed of the head, LoRA init, dropout, shuffling, sampling and the validation halves", 42)
     precision: str = help_field("fp32 | bf16 (bf16 autocast forward/backward, fp32 weights)", "fp32")
-    max_length: int = help_field("maximum tokens per sentence (pair)", 128)
     eval_every: int = help_field("validate on the scoring half every n steps (for --save-at and early stopping)", 50)
-    eval_batch_tokens: int = help_field("token budget of an evaluation batch", 8192)
     save_at: list[float] = help_field("save a checkpoint the first time scoring-half accuracy reaches each target "
                                       "(comma-separated, in (0, 1])", [])
     save_tolerance: float = help_field("a target first passed by more than this is listed as not reached", 0.02)
@@ -84,9 +78,6 @@ class FinetuneConfig:
                                    "comma-separated module name patterns (glob or substring)", "all")
     mask_init: str = help_field("learned-mask: scores start at |W| (magnitude: the magnitude mask) or all equal (constant)",
                                 "magnitude")
-    text_column: str | None = help_field("text column of a local file task", None)
-    text_pair_column: str | None = help_field("second text column of a local pair task", None)
-    label_column: str | None = help_field("label column of a local file task", None)
 
     def __post_init__(self) -> None:
         self.method = str(self.method).strip().lower()
@@ -95,12 +86,8 @@ class FinetuneConfig:
             self.lr = method.default_lr
         self.save_at = parse_targets(self.save_at)
         _positive("lr", self.lr)
-        if self.samples is not None:
-            check_int_range("--samples", self.samples, 1, COUNT_MAX)
-        for name, lo in (("batch_size", 1), ("max_length", 2), ("eval_every", 1), ("eval_batch_tokens", 1),
-                         ("max_steps", 0), ("epochs", 0), ("early_stopping_patience", 0), ("freeze_layers", 0)):
+        for name, lo in (("batch_size", 1), ("eval_every", 1), ("max_steps", 0), ("epochs", 0), ("early_stopping_patience", 0), ("freeze_layers", 0)):
             check_int_range(f"--{name.replace('_', '-')}", getattr(self, name), lo, COUNT_MAX)
-        check_int_range("--seed", self.seed, 0, SEED_MAX)
         if self.max_steps == 0 and self.epochs < 1:
             raise ConfigError(f"--epochs {self.epochs} must be >= 1 (or pass --max-steps)")
         for name in ("weight_decay", "max_grad_norm", "bitfit_clip"):
@@ -113,7 +100,7 @@ class FinetuneConfig:
             raise ConfigError(f"--save-tolerance {self.save_tolerance} must be in [0, 1)")
         if not 0.0 <= self.dense_eval_until <= 1.0:
             raise ConfigError(f"--dense-eval-until {self.dense_eval_until} must be in [0, 1]")
-        for name, allowed in (("sample_order", SAMPLE_ORDERS), ("precision", PRECISIONS),
+        for name, allowed in (("precision", PRECISIONS),
                               ("lora_placement", tuple(PLACEMENTS))):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)!r} is not one of "
@@ -130,20 +117,6 @@ class FinetuneConfig:
         parse_groups(self.bitfit_groups)
         parse_group_lrs(self.bitfit_lr)
         validate_mask_options(self.keep_ratio, self.mask_layers, self.mask_modules, self.mask_init)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> FinetuneConfig:
-        """The config from a dict (a stored config, JSON or YAML); ConfigError for an unknown field or a value
-        of the wrong type (check_field_types), naming the field."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"unknown config field(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-        check_field_types(cls, d)
-        return cls(**integral_floats_to_int(cls, d))
 
 
 def _positive(name: str, v: float) -> None:

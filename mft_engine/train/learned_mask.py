@@ -398,4 +398,4 @@ class LearnedMask(Method):
         from .mask_baselines import evaluate_baselines
 
         paths = masked_modules(model, config.mask_layers, config.mask_modules)
-        return evaluate_baselines(model, paths, config.keep_ratio, evaluate, seed=config.seed)
+        return evaluate_baselines(model, paths, config.keep_ratio, evaluate, seed=config.data.seed)

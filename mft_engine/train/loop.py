@@ -116,13 +116,13 @@ def train_model(
     bad_validations = 0
     bf16 = config.precision == "bf16"
 
-    torch.manual_seed(config.seed)  # dropout
+    torch.manual_seed(config.data.seed)  # dropout
     model.train()
     progress.phase(f"train {config.method}", total)
     t_start = time.perf_counter()
     epoch = 0
     while tlog.steps < total:
-        batches = length_bucketed_batches(train_rows, train_tokens.lengths, config.batch_size, config.seed, epoch)
+        batches = length_bucketed_batches(train_rows, train_tokens.lengths, config.batch_size, config.data.seed, epoch)
         tlog.epochs_started = epoch + 1
         epoch += 1
         for rows in batches:

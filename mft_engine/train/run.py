@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 
-from ..data import load_splits, prepare_task
 from ..errors import ConfigError
 from ..evaluate.validation import ValidationSets
 from ..models import load_model
@@ -75,7 +74,7 @@ def task_metrics(metrics: dict, names: tuple[str, ...]) -> dict[str, float]:
 
 def finetune(config: FinetuneConfig, progress: Progress | None = None,
              on_folder: Callable[[Path], None] | None = None) -> FinetuneResult:
-    """Fine-tune `config.model` on `config.task` with `config.method`; write and return the results folder.
+    """Fine-tune `config.model` on `config.data.task` with `config.method`; write and return the results folder.
 
     Steps: load train and validation data, load the model (a new head from the seed, or a checkpoint whose
     label count must match the task: ModelError otherwise), tokenize, prepare the method, train (see
@@ -92,23 +91,22 @@ def finetune(config: FinetuneConfig, progress: Progress | None = None,
         if on_folder is not None:
             on_folder(folder.path)
         log.info("config: %s", cfg.to_dict())
-        splits = load_splits(cfg)
+        splits = cfg.data.load_splits()
         train, val = splits.train, splits.val
         spec = train.task
         if cfg.save_at and train.is_regression:
             raise ConfigError(f"--save-at needs a classification task; {spec.name} is a regression task")
         metric = spec.primary_metric
-        lm = load_model(cfg.model, train.num_labels, seed=cfg.seed,
-                        problem_type="regression" if train.is_regression else None, max_length=cfg.max_length)
+        lm = load_model(cfg.model, train.num_labels, seed=cfg.data.seed,
+                        problem_type="regression" if train.is_regression else None, max_length=cfg.data.max_length)
         log.info("model: %s", lm.source)
         base_total = sum(p.numel() for p in lm.model.parameters())
 
-        prepared = prepare_task(splits, lm.tokenizer, samples=cfg.samples, sample_order=cfg.sample_order,
-                                seed=cfg.seed, max_length=cfg.max_length)
+        prepared = cfg.data.prepare(splits, lm.tokenizer)
         rows, train_tokens, val_tokens = prepared.rows, prepared.train_tokens, prepared.val_tokens
         scoring_rows, evaluation_rows = prepared.scoring_rows, prepared.evaluation_rows
         vsets = ValidationSets(val_tokens, list(val.labels), val.num_labels, val.is_regression,
-                               scoring_rows, evaluation_rows, cfg.eval_batch_tokens)
+                               scoring_rows, evaluation_rows, cfg.data.eval_batch_tokens)
 
         # Methods with untrained controls (learned-mask: random and row-wise L1 masks at the same keep
         # ratio) evaluate them on the base model before prepare() changes it.
@@ -123,7 +121,7 @@ def finetune(config: FinetuneConfig, progress: Progress | None = None,
             progress.done()
             baselines_s = time.perf_counter() - t
 
-        torch.manual_seed(cfg.seed)  # LoRA's initialisation
+        torch.manual_seed(cfg.data.seed)  # LoRA's initialisation
         prepared = method.prepare(lm.model, cfg)
         model = prepared.model
         trainable = method.trainable_params(model)
@@ -139,7 +137,7 @@ def finetune(config: FinetuneConfig, progress: Progress | None = None,
                 save_checkpoint(merged, lm.tokenizer, folder.path / r.path, {
                     "target": r.target, "step": step, "scoring_accuracy": r.scoring_accuracy,
                     "evaluation_accuracy": r.evaluation_accuracy, "method": cfg.method, "base_model": lm.source,
-                    "task": spec.name, "seed": cfg.seed})
+                    "task": spec.name, "seed": cfg.data.seed})
                 log.info("target %.4g reached at step %d: scoring %.4f, evaluation %.4f -> %s", r.target, step,
                          r.scoring_accuracy, r.evaluation_accuracy, r.path)
 

@@ -42,9 +42,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import SEED_MAX, check_field_types, check_int_range, help_field
 from ..errors import ConfigError, MftError, ResumeError
 from ..evaluate.bootstrap import DEFAULT_RESAMPLES, bootstrap_ci
+from ..fields import SEED_MAX, check_field_types, check_int_range, flat_type_hints, help_field
 from ..report import ResultsFolder, machine_info, versions
 from ..report.folder import PARTIAL_SUFFIX, jsonable
 from ..report.progress import Progress
@@ -66,7 +66,7 @@ _SAFE_ID_RE = re.compile(r"[^A-Za-z0-9._=,+-]")
 # --------------------------------------------------------------------------------------------- grid parsing
 
 def _field_types() -> dict[str, Any]:
-    return typing.get_type_hints(FinetuneConfig)
+    return flat_type_hints(FinetuneConfig)
 
 
 def _check_field(name: str) -> Any:
@@ -234,12 +234,13 @@ class SweepConfig:
         for combo in itertools.product(*(self.grid[n] for n in names)):
             given = dict(zip(names, combo))
             try:
-                cfg = FinetuneConfig(**{**self.fixed, **given, "out": self.out})
+                cfg = FinetuneConfig.of(**{**self.fixed, **given, "out": self.out})
             except TypeError as e:  # a mapping-built grid with a bad value type
                 raise ConfigError(f"--grid cell {cell_id(given)}: {e}") from None
             except ConfigError as e:
                 raise ConfigError(f"--grid cell {cell_id(given)}: {e}") from None
-            values = {n: getattr(cfg, n) for n in names}
+            flat = cfg.to_dict()
+            values = {n: flat[n] for n in names}
             cid = cell_id(values)
             if cid in seen:
                 raise ConfigError(f"--grid lists the cell {cid} twice; give each value once")
@@ -286,7 +287,7 @@ def run_cell(cell: Cell, parent: Path, progress: Progress | None = None) -> Path
     """
     staging = parent / f".{cell.id}.run"
     shutil.rmtree(staging, ignore_errors=True)
-    cfg = dataclasses.replace(cell.config, out=str(staging))
+    cfg = cell.config.replace(out=str(staging))
     result = finetune(cfg, progress)
     run_dir = result.out_dir
     del result  # the trained model: free it before the next cell
@@ -640,7 +641,7 @@ def _spread(values: list[float], resamples: int, seed: int) -> dict[str, Any]:
 
 def finetune_seeds(config: FinetuneConfig, seeds: Sequence[int] | str, progress: Progress | None = None,
                    resamples: int = DEFAULT_RESAMPLES, bootstrap_seed: int = 0) -> SeedsResult:
-    """One `finetune` per seed (config.seed replaced), then the mean, std and percentile-bootstrap CI
+    """One `finetune` per seed (the seed replaced), then the mean, std and percentile-bootstrap CI
     (`resamples` resamples, seeded with `bootstrap_seed`) of every metric across seeds.
 
     Writes `config.out/finetune_seeds_<method>_<timestamp>/` with runs/seed-<s>/ (finetune results
@@ -651,7 +652,7 @@ def finetune_seeds(config: FinetuneConfig, seeds: Sequence[int] | str, progress:
     """
     seeds = parse_seeds(seeds)
     progress = progress or Progress()
-    cells = [Cell(f"seed-{s}", {"seed": s}, dataclasses.replace(config, seed=s)) for s in seeds]
+    cells = [Cell(f"seed-{s}", {"seed": s}, config.replace(seed=s)) for s in seeds]
     t0 = time.perf_counter()
     with ResultsFolder(config.out, f"finetune_seeds_{config.method}") as folder:
         runs_dir = folder.path / "runs"

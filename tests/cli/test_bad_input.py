@@ -129,7 +129,7 @@ def test_resume_with_another_configuration(tmp_path, capsys):
     partial.mkdir(parents=True)
     from mft_engine.config import RunConfig
 
-    (partial / "config.json").write_text(json.dumps(RunConfig(model="bert-tiny-random", samples=8, batch_size=4).to_dict()))
+    (partial / "config.json").write_text(json.dumps(RunConfig.of(model="bert-tiny-random", samples=8, batch_size=4).to_dict()))
     code = main(["run", "--resume", str(partial), "--samples", "16", "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "--samples" in err and len(err.strip().splitlines()) == 1

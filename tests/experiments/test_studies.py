@@ -64,7 +64,7 @@ def test_data_centric_with_a_given_teacher(study_glue, tmp_path, bert_tiny):
 
     teacher = tmp_path / "teacher"
     bert_tiny[0].save_pretrained(str(teacher))
-    cfg = DataCentricConfig(model="bert-tiny-random", data_dir=str(study_glue), samples=24, subset_size=6,
+    cfg = DataCentricConfig.of(model="bert-tiny-random", data_dir=str(study_glue), samples=24, subset_size=6,
                             strategies="easy,hard", teacher=str(teacher), max_steps=1, batch_size=8,
                             out=str(tmp_path / "r"))
     result = run_data_centric(cfg)

@@ -91,13 +91,13 @@ def test_balanced_order_prefixes_are_balanced_and_nested():
 
 
 def test_few_shot_k_values():
-    assert FewShotConfig(min_k=16).k_values(100) == [16, 32, 64, 100]
-    assert FewShotConfig(min_k=16, max_k=40, include_full=False).k_values(100) == [16, 32]
-    assert FewShotConfig(ks="50,10,10").k_values(50) == [10, 50]
+    assert FewShotConfig.of(min_k=16).k_values(100) == [16, 32, 64, 100]
+    assert FewShotConfig.of(min_k=16, max_k=40, include_full=False).k_values(100) == [16, 32]
+    assert FewShotConfig.of(ks="50,10,10").k_values(50) == [10, 50]
     with pytest.raises(ConfigError, match="--ks 80 exceeds the pool of 50"):
-        FewShotConfig(ks="10,80").k_values(50)
+        FewShotConfig.of(ks="10,80").k_values(50)
     with pytest.raises(ConfigError, match="--min-k 64 exceeds"):
-        FewShotConfig(min_k=64, include_full=False).k_values(50)
+        FewShotConfig.of(min_k=64, include_full=False).k_values(50)
 
 
 @pytest.mark.parametrize("cls,kw,needle", [
@@ -121,7 +121,7 @@ def test_config_checks(cls, kw, needle):
 
 
 def test_configs_normalise_lists():
-    assert NoiseConfig(levels="0.3,0.1,0.3").levels == "0.1,0.3"
-    assert NoiseConfig(kinds="all").kinds.split(",")[-1] == "mixed"
-    assert TransferConfig().placement_list == ["attn-qkv", "attn-full", "ffn-only", "full"]
-    assert TransferConfig().to_dict()["target_task"] == "mrpc"
+    assert NoiseConfig.of(levels="0.3,0.1,0.3").levels == "0.1,0.3"
+    assert NoiseConfig.of(kinds="all").kinds.split(",")[-1] == "mixed"
+    assert TransferConfig.of().placement_list == ["attn-qkv", "attn-full", "ffn-only", "full"]
+    assert TransferConfig.of().to_dict()["target_task"] == "mrpc"

@@ -126,6 +126,6 @@ def test_module_kind_tells_the_two_output_dense_apart():
 def bert_tiny_lora(bert_tiny):
     from mft_engine.train import FinetuneConfig, get_method
 
-    cfg = FinetuneConfig(method="lora", model="bert-tiny-random", lora_rank=4, lora_placement="attn-qkv")
+    cfg = FinetuneConfig.of(method="lora", model="bert-tiny-random", lora_rank=4, lora_placement="attn-qkv")
     torch.manual_seed(0)
     return get_method("lora").prepare(bert_tiny[0], cfg).model

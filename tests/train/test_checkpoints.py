@@ -37,7 +37,7 @@ def test_targets_outside_the_unit_interval(value):
     from mft_engine.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"--save-at"):
-        FinetuneConfig(save_at=value)
+        FinetuneConfig.of(save_at=value)
 
 
 def _scoring_accuracy(folder, glue, seed):
@@ -51,7 +51,7 @@ def _scoring_accuracy(folder, glue, seed):
 
 
 def test_checkpoints_at_target_accuracy(keyword_glue, tmp_path, capsys):
-    cfg = FinetuneConfig(method="full", model="bert-tiny-random", data_dir=str(keyword_glue), max_steps=40,
+    cfg = FinetuneConfig.of(method="full", model="bert-tiny-random", data_dir=str(keyword_glue), max_steps=40,
                          batch_size=16, lr=1e-3, save_at="0.6,0.95", save_tolerance=0.5, eval_every=10,
                          save_model=False, out=str(tmp_path / "results"))
     result = finetune(cfg)
@@ -66,7 +66,7 @@ def test_checkpoints_at_target_accuracy(keyword_glue, tmp_path, capsys):
     assert steps[:row["step"]] == list(range(1, row["step"] + 1))
     folder = result.out_dir / row["path"]
     assert (folder / "config.json").is_file() and (folder / "mft_checkpoint.json").is_file()
-    assert _scoring_accuracy(folder, keyword_glue, cfg.seed) == ("BertForSequenceClassification",
+    assert _scoring_accuracy(folder, keyword_glue, cfg.data.seed) == ("BertForSequenceClassification",
                                                                  row["scoring_accuracy"])
     assert result.checkpoints[0].path == str(folder)
     code = main(["run", "--model", str(folder), "--data-dir", str(keyword_glue), "--samples", "8",
@@ -75,12 +75,12 @@ def test_checkpoints_at_target_accuracy(keyword_glue, tmp_path, capsys):
 
 
 def test_lora_checkpoint_is_a_merged_plain_model(keyword_glue, tmp_path):
-    cfg = FinetuneConfig(method="lora", model="bert-tiny-random", data_dir=str(keyword_glue), max_steps=3,
+    cfg = FinetuneConfig.of(method="lora", model="bert-tiny-random", data_dir=str(keyword_glue), max_steps=3,
                          batch_size=16, save_at="0.01", save_tolerance=0.99, lora_rank=2, save_model=False,
                          out=str(tmp_path / "results"))
     result = finetune(cfg)
     (row,) = result.record["checkpoints"]["targets"]
     assert row["reached"] and row["step"] == 1
-    kind, acc = _scoring_accuracy(result.out_dir / row["path"], keyword_glue, cfg.seed)
+    kind, acc = _scoring_accuracy(result.out_dir / row["path"], keyword_glue, cfg.data.seed)
     assert kind == "BertForSequenceClassification" and acc == row["scoring_accuracy"]
     assert not list((result.out_dir / row["path"]).glob("adapter_*"))

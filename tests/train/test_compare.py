@@ -19,7 +19,7 @@ def two_runs(keyword_glue, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     dirs = []
     for method, extra in (("bitfit", {}), ("lora", {"lora_rank": 2})):
-        cfg = FinetuneConfig(method=method, model="bert-tiny-random", data_dir=str(keyword_glue), max_steps=3,
+        cfg = FinetuneConfig.of(method=method, model="bert-tiny-random", data_dir=str(keyword_glue), max_steps=3,
                              batch_size=16, save_model=False, out=str(out), **extra)
         dirs.append(finetune(cfg).out_dir)
     return dirs

@@ -78,7 +78,7 @@ def test_json_and_results_folder(keyword_glue, tmp_path, capsys):
 
 
 def test_python_api(keyword_glue, tmp_path):
-    cfg = mft_engine.FinetuneConfig(method="lora", model="bert-tiny-random", data_dir=str(keyword_glue),
+    cfg = mft_engine.FinetuneConfig.of(method="lora", model="bert-tiny-random", data_dir=str(keyword_glue),
                                     max_steps=4, batch_size=16, lora_rank=2, lora_placement="ffn-only",
                                     out=str(tmp_path))
     result = mft_engine.finetune(cfg)

@@ -31,7 +31,7 @@ MASKED = 2 * (4 * 1024 + 2 * 2048)
 
 
 def _prepare(model, **kw):
-    cfg = FinetuneConfig(method="learned-mask", model="bert-tiny-random", **kw)
+    cfg = FinetuneConfig.of(method="learned-mask", model="bert-tiny-random", **kw)
     m = get_method("learned-mask")
     return m, m.prepare(model, cfg)
 
@@ -160,7 +160,7 @@ def test_layer_and_module_selection(tiny_model):
 ])
 def test_bad_options(kw, needle):
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
-        FinetuneConfig(method="learned-mask", **kw)
+        FinetuneConfig.of(method="learned-mask", **kw)
 
 
 def test_baselines_keep_the_same_count_per_tensor(tiny_model):

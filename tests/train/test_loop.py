@@ -65,7 +65,7 @@ def test_early_stopping_restores_the_best_state(bert_tiny, keyword_glue):
     model, tok = bert_tiny
     train = load_task("sst2", "train", keyword_glue)
     tokens = tokenize_split(tok, train, None, max_length=32)
-    cfg = FinetuneConfig(method="bitfit", model="bert-tiny-random", max_steps=20, batch_size=8, eval_every=2,
+    cfg = FinetuneConfig.of(method="bitfit", model="bert-tiny-random", max_steps=20, batch_size=8, eval_every=2,
                          early_stopping_patience=2)
     method = get_method("bitfit")
     prep = method.prepare(model, cfg)

@@ -24,7 +24,7 @@ EXPECTED = {
 
 
 def _lora(model, placement="attn-qkv", **kw):
-    cfg = FinetuneConfig(method="lora", model="bert-tiny-random", lora_rank=RANK, lora_placement=placement, **kw)
+    cfg = FinetuneConfig.of(method="lora", model="bert-tiny-random", lora_rank=RANK, lora_placement=placement, **kw)
     m = get_method("lora")
     torch.manual_seed(0)
     return m, m.prepare(model, cfg)
@@ -99,4 +99,4 @@ def test_save_load_gives_identical_predictions(bert_tiny, _bert_tiny_random, tmp
                                         ({"lora_dropout": 1.0}, "--lora-dropout")])
 def test_bad_lora_options(kw, needle):
     with pytest.raises(ConfigError, match=needle):
-        FinetuneConfig(method="lora", **kw)
+        FinetuneConfig.of(method="lora", **kw)

@@ -36,7 +36,7 @@ def bnb_cpu():
 
 
 def _prepare(model, method, placement="attn-qkv"):
-    cfg = FinetuneConfig(method=method, model="bert-tiny-random", lora_rank=RANK, lora_placement=placement)
+    cfg = FinetuneConfig.of(method=method, model="bert-tiny-random", lora_rank=RANK, lora_placement=placement)
     m = get_method(method)
     torch.manual_seed(0)
     return m, m.prepare(model, cfg)
@@ -142,7 +142,7 @@ def test_finetune_run_records_quantization_and_checkpointing(bnb_cpu, keyword_gl
     from mft_engine.models import load_model
     from mft_engine.train import finetune
 
-    cfg = FinetuneConfig(method="qlora", model="bert-tiny-random", data_dir=str(keyword_glue), max_steps=4,
+    cfg = FinetuneConfig.of(method="qlora", model="bert-tiny-random", data_dir=str(keyword_glue), max_steps=4,
                          batch_size=16, lora_rank=2, out=str(tmp_path))
     result = finetune(cfg)
     rec = result.record
@@ -150,7 +150,7 @@ def test_finetune_run_records_quantization_and_checkpointing(bnb_cpu, keyword_gl
     assert rec["method_notes"]["quantization"]["bits"] == 4
     assert result.trainable_params == 2 * 2 * 3 * (128 + 128) + 258
     x = _inputs()
-    loaded = get_method("qlora").load(load_model("bert-tiny-random", 2, seed=cfg.seed).model,
+    loaded = get_method("qlora").load(load_model("bert-tiny-random", 2, seed=cfg.data.seed).model,
                                       result.out_dir / "stored")
     with torch.no_grad():
         assert torch.equal(loaded(**x).logits, result.model(**x).logits)
@@ -166,7 +166,7 @@ def test_missing_bitsandbytes_is_one_clear_line(monkeypatch, method):
                                           r"installed \(pip install"):
         get_method(method)
     with pytest.raises(ConfigError, match="needs bitsandbytes"):
-        FinetuneConfig(method=method)
+        FinetuneConfig.of(method=method)
 
 
 def test_too_old_bitsandbytes_is_named(monkeypatch):

@@ -18,7 +18,7 @@ POOLER_AND_HEAD = 16_512 + 258
 
 
 def _prepare(model, method, **kw):
-    cfg = FinetuneConfig(method=method, model="bert-tiny-random", **kw)
+    cfg = FinetuneConfig.of(method=method, model="bert-tiny-random", **kw)
     m = get_method(method)
     return m, m.prepare(model, cfg), cfg
 
@@ -28,7 +28,7 @@ def test_registry_names_and_unknown_method():
     with pytest.raises(ConfigError, match="bitfit, freeze, full, learned-mask, lora"):
         get_method("qlora-ish")
     with pytest.raises(ConfigError, match="registered"):
-        FinetuneConfig(method="adapter")
+        FinetuneConfig.of(method="adapter")
 
 
 def test_register_rejects_bad_and_duplicate_names():
@@ -98,7 +98,7 @@ def test_bitfit_group_learning_rates_reach_the_optimizer(bert_tiny):
 def test_bitfit_bad_options(bad, needle):
     value = {"bitfit_groups": "attention,embeddings", "bitfit_lr": "attention:1e-3"}[bad]
     with pytest.raises(ConfigError, match=needle):
-        FinetuneConfig(method="bitfit", **{bad: value})
+        FinetuneConfig.of(method="bitfit", **{bad: value})
 
 
 def test_bitfit_clip_bounds_the_bias_gradient_norm():
