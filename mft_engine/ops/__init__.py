@@ -4,7 +4,8 @@ Importing this package loads the C++ extension `mft_engine._C` (which registers 
 PyTorch dispatcher) and the fake implementations used by torch.compile / FakeTensor tracing. A missing
 or broken extension raises ImportError here: rebuild with `pip install --no-build-isolation -e .`.
 
-Ops (schemas in bindings/registration.cpp; CPU kernels in csrc/):
+Ops (schemas in bindings/registration.cpp; CPU kernels in csrc/; CUDA kernels in ops/triton/, Triton,
+registered when triton imports):
   accumulate_, detrimental_score, detrimental_count, select_topk, zero_topk_, zero_masked_, restore_.
 `round_lr(lr)` is the lr every op uses (rounded once to float32, checked); `ops.reference` holds the
 pure-PyTorch oracles the tests and `mft bench zeroing` compare the kernels with.
@@ -42,6 +43,7 @@ except ImportError as _e:
         os.environ[_cpu_env.ENV_VAR] = _saved  # child processes see what the user set
 
 from . import _fake  # noqa: F401  (registers the fake implementations)
+from . import triton as _triton_kernels
 from ._args import round_lr
 from .accumulate import accumulate_
 from .detrimental_count import detrimental_count
@@ -49,6 +51,10 @@ from .detrimental_score import detrimental_score
 from .select_topk import select_topk
 from .zero_masked import restore_, zero_masked_
 from .zero_topk import zero_topk_
+
+# The Triton kernels become the CUDA implementations when triton imports (the [gpu] extra); without it
+# nothing is registered and CUDA tensors get the dispatcher's "no kernel" error.
+_triton_kernels.register()
 
 
 def cpu_path() -> str:
