@@ -585,6 +585,31 @@ def study_transfer(
     _run_study(TransferConfig, run_transfer, given, json_out, quiet)
 
 
+@app.command("app")
+def app_command(
+    folders: Optional[list[str]] = typer.Argument(None, help="more folders to preload (so --models A B C works)",
+                                                  show_default=False),
+    models: Optional[list[str]] = typer.Option(None, "--models", help="results or model folders to preload "
+                                               "(mft run, finetune, checkpoint, export); the bundled MiniLM is "
+                                               "always offered", show_default=False),
+    host: str = typer.Option("127.0.0.1", help="address to serve on (0.0.0.0 exposes the app to the network)"),
+    port: Optional[int] = typer.Option(None, help="port to serve on (default: gradio's first free from 7860)"),
+    share: bool = typer.Option(False, "--share/--no-share", help="also open a public gradio.live link"),
+) -> None:
+    """A browser page to see, try and compare models: predict a text, a CSV, inspect a results folder's
+    masks and curves, compare two models. Needs the [app] extra (gradio)."""
+    import importlib.util
+    import os
+
+    # Before gradio is imported: it reads this once, at import.
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    if importlib.util.find_spec("gradio") is None:
+        raise MftError('mft app needs gradio: pip install -e ".[app]"')
+    from .app.ui import serve
+
+    serve([*(models or []), *(folders or [])], host=host, port=port, share=share)
+
+
 @app.command()
 def info(json_out: bool = typer.Option(False, "--json", help="one JSON object")) -> None:
     """Versions, threads, CPU features, the active kernel path, and every backend (cpu, cuda, xla) with

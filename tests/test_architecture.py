@@ -20,7 +20,7 @@ FLOORS: list[list[str]] = [
     ["ops", "data", "models", "config", "fields", "selection_spec", "errors", "_optional", "_C"],
     ["collect", "masking", "evaluate", "report"],   # one step of the flow each
     ["scoring", "train", "integrations", "prune"],  # built on the steps
-    ["experiments", "export", "bench"],             # whole pipelines and their measures
+    ["experiments", "export", "bench", "app"],      # whole pipelines, their measures, the browser app
     ["cli"],                                        # the command line over all of it
 ]
 FLOOR_OF = {unit: i for i, units in enumerate(FLOORS) for unit in units}
