@@ -44,9 +44,10 @@ class RunConfig(FlatConfig):
     batch_size: int = help_field("fixed batch size defining g under batch-sum", 32)
     selection: SelectionSpec = compose(SelectionSpec, names={"fractions": "fraction"})
     reduction: str = help_field("batch-sum (sum of batch-mean gradients) | mean (gradient of the mean loss)", "batch-sum")
-    keep_last: bool = help_field("keep the last partial batch under batch-sum", False)
+    keep_last: bool = help_field("keep the last partial batch under batch-sum", False, off="--drop-last")
     precision: str = help_field("fp32 | bf16 (autocast forward/backward, fp32 sums)", "fp32")
-    eval_mode: bool = help_field("collect with dropout off (default: train mode, as the original)", False)
+    eval_mode: bool = help_field("collect with dropout off (default: train mode, as the original)", False,
+                                 off="--train-mode")
     checkpoint_every: int = help_field("save a resumable collection checkpoint every B batches (0: never)", 0)
     out: str = help_field("parent folder of the results folder", "results")
     state: str | None = help_field("reuse this gradient_state.safetensors instead of collecting", None)

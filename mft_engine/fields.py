@@ -26,15 +26,20 @@ SEED_MAX = 2**32 - 1
 COUNT_MAX = 2**63 - 1
 
 
-def help_field(text: str, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
+def help_field(text: str, default: Any = dataclasses.MISSING, *, off: str | None = None, flag: str | None = None,
+               aliases: tuple[str, ...] = (), deprecated: tuple[str, ...] = (), **kw: Any) -> Any:
     """A dataclass field whose `--help` text is `text` (read back by `field_help`), defaulting to `default`.
 
     Every config dataclass declares its fields with it, so the CLI's help and the config stay one text. A
     list, dict or tuple default becomes a per-instance copy (a default_factory); `kw` goes to `field`.
+    For the generated flags: `off` names the flag that sets a bool false (default `--no-NAME`), `flag` a
+    flag name other than `--NAME`, `aliases` other names of the same flag (e.g. transformers' names),
+    `deprecated` old flag names still accepted with a warning.
     """
+    meta = {"help": text, "off": off, "flag": flag, "aliases": tuple(aliases), "deprecated": tuple(deprecated)}
     if isinstance(default, (list, dict, tuple)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": text}, **kw)
-    return field(default=default, metadata={"help": text}, **kw)
+        return field(default_factory=lambda: type(default)(default), metadata=meta, **kw)
+    return field(default=default, metadata=meta, **kw)
 
 
 def check_int_range(flag: str, value: int, lo: int, hi: int) -> None:
@@ -209,6 +214,8 @@ class FlatField:
     default: Any
     help: str
     path: tuple[str, ...]
+    #: the declaring field's metadata (e.g. "off": the flag that sets a bool false, "flag": its own name)
+    metadata: Any = None
 
 
 def _default_of(f: dataclasses.Field) -> Any:
@@ -230,7 +237,8 @@ def flat_fields(cls: type) -> list[FlatField]:
             continue
         sub = f.metadata.get("compose")
         if sub is None:
-            out.append(FlatField(f.name, hints[f.name], _default_of(f), f.metadata.get("help", ""), (f.name,)))
+            out.append(FlatField(f.name, hints[f.name], _default_of(f), f.metadata.get("help", ""), (f.name,),
+                                 f.metadata))
             continue
         default = f.default_factory()
         names, helps, narrowed = f.metadata["names"], f.metadata["help"], f.metadata["types"]
@@ -241,7 +249,7 @@ def flat_fields(cls: type) -> list[FlatField]:
             if isinstance(value, tuple) and typing.get_origin(leaf.type) is list:
                 value = list(value)
             out.append(FlatField(name, narrowed.get(own, leaf.type), value, helps.get(name, leaf.help),
-                                 (f.name,) + leaf.path))
+                                 (f.name,) + leaf.path, leaf.metadata))
     seen: set[str] = set()
     for leaf in out:
         if leaf.name in seen:

@@ -106,10 +106,12 @@ class SelectionSpec:
     patterns. `lr32` is lr rounded once to fp32: every consumer reads that one rounding.
     """
 
-    lr: float = help_field("learning rate of the hypothetical step (rounded once to fp32)", 2e-5)
+    lr: float = help_field("learning rate of the hypothetical step (rounded once to fp32)", 2e-5,
+                           aliases=("--learning-rate",))
     fractions: tuple[float, ...] = help_field("fraction(s) of detrimental eligible parameters to zero", (0.1,))
     rank_by: str = help_field("ranking score among detrimental parameters: shrink | update", "shrink")
-    literal: bool = help_field("evaluate |θ − lr·g| < |θ| in fp32 as the original code did", False)
+    literal: bool = help_field("evaluate |θ − lr·g| < |θ| in fp32 as the original code did", False,
+                               off="--algebraic")
     exclude: str | tuple[str, ...] = help_field("original | influence | none | comma-separated name patterns", "original")
     lr32: float = field(init=False, repr=False, compare=False)
     #: how errors name the fields: CLI flags by default; callers with keyword arguments pass their names

@@ -30,7 +30,7 @@ class DataConfig:
     text_column: str | None = help_field("text column of a local file task", None)
     text_pair_column: str | None = help_field("second text column of a local pair task", None)
     label_column: str | None = help_field("label column of a local file task", None)
-    samples: int | None = help_field("training rows used (default: all)", None)
+    samples: int | None = help_field("training rows used (default: all)", None, aliases=("--max-train-samples",))
     sample_order: str = help_field("first (first N rows in file order) | seeded (N rows drawn with the seed)", "first")
     seed: int = help_field("seed of the sampling, the validation halves and everything else the run seeds", 42)
     max_length: int = help_field("maximum tokens per sentence (pair)", 128)

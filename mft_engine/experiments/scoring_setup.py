@@ -45,7 +45,8 @@ class ScoringConfig(FlatConfig):
         "seed": "seed of the validation halves, the parameter sample and the random controls",
         "eval_batch_tokens": "token budget of a batch of the objectives and evaluations"})
     batch_size: int = help_field("fixed batch size defining the training g (batch-sum, as mft run)", 32)
-    lr: float = help_field("learning rate of the gradient test (rounded once to fp32)", 2e-5)
+    lr: float = help_field("learning rate of the gradient test (rounded once to fp32)", 2e-5,
+                           aliases=("--learning-rate",))
     exclude: str = help_field("original | influence | none | comma-separated name patterns", "influence")
     scorers: str = help_field("scorers to run: all | comma-separated names", "all")
     solver: str = help_field("influence's inverse solver: cg | pcg (CG, Jacobi-preconditioned by diag H + λ) | "

@@ -51,7 +51,7 @@ class StudyConfig(FlatConfig):
     epochs: int = help_field("passes over each trial's training rows (ignored when --max-steps > 0)", 1)
     max_steps: int = help_field("optimizer steps of each trial, overriding --epochs (0: epochs decide)", 0)
     batch_size: int = help_field("training rows per step", 32)
-    lr: float | None = help_field("peak learning rate (default: the method's)", None)
+    lr: float | None = help_field("peak learning rate (default: the method's)", None, aliases=("--learning-rate",))
     precision: str = help_field("fp32 | bf16 (bf16 autocast forward/backward, fp32 weights)", "fp32")
     lora_rank: int = help_field("LoRA rank r (method lora)", 8)
     lora_alpha: float = help_field("LoRA alpha (the update is scaled by alpha / r)", 16.0)

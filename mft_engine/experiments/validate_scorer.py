@@ -38,7 +38,8 @@ class ValidateConfig(ScoringConfig):
 
     n_params: int = help_field("sampled eligible parameters, each zeroed alone for its true ΔL", 1000)
     precision: str = help_field("ground-truth arithmetic: float64 | float32 (allowed where its noise floor is >= 10x "
-                                "below the median |ΔL|: the report says whether it was)", "float64")
+                                "below the median |ΔL|: the report says whether it was)", "float64",
+                                flag="--truth-precision", deprecated=("--precision",))
     damping_sweep: str = help_field("influence re-scored at λ = each factor × mean diag H (comma-separated; empty: no sweep)",
                                     "1e-4,1e-2,1e-1")
     additivity: bool = help_field("zero the best signed scorer's 100 lowest-scored parameters together: joint ΔL vs Σ single ΔL",

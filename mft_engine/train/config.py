@@ -47,7 +47,7 @@ class FinetuneConfig(FlatConfig):
     batch_size: int = help_field("training rows per step (length-bucketed, seeded shuffle)", 32)
     lr: float | None = help_field("peak learning rate (default: the method's: full/freeze 5e-5, bitfit 1e-3, lora 5e-4, "
                                   "learned-mask 2e-5)",
-                                  None)
+                                  None, aliases=("--learning-rate",))
     weight_decay: float = help_field("AdamW weight decay (not applied to biases and LayerNorm weights)", 0.01)
     warmup_ratio: float = help_field("share of the steps with linear warm-up, then linear decay to 0", 0.1)
     max_grad_norm: float = help_field("clip the global gradient norm to this (0: no clipping)", 1.0)
