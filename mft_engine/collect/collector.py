@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from .. import ops
 from ..data.batching import Batch
+from .distributed import batch_seed
 from .state import GradientState
 
 
@@ -125,6 +126,8 @@ def collect_gradients(
     checkpoint_every: int = 0,
     meta: dict | None = None,
     sparse_embeddings: bool = True,
+    dropout_seed: int | None = None,
+    first_index: int = 0,
 ) -> GradientState:
     """Run forward/backward over `batches` without updating weights; return the summed statistics.
 
@@ -133,8 +136,10 @@ def collect_gradients(
     signs into the state (fp32 sums; one fused pass over 5 × 4 bytes per parameter). Only parameters with
     requires_grad are collected. Vocabulary-sized embeddings use sparse gradients (`sparse_embeddings`):
     the same sums, with the tokens of a row added in another order. `skip` batches are consumed without compute (resume; the caller restores
-    the RNG). Cost: one forward + backward per batch, plus O(params) per batch for the accumulation.
-    Weights are unchanged; `model.training` is restored.
+    the RNG). With `dropout_seed`, train mode seeds the RNG before each batch from (dropout_seed, the
+    batch's index + `first_index`; see distributed.batch_seed), so a batch draws the same dropout masks
+    whichever process, shard or resume computes it. Cost: one forward + backward per batch, plus
+    O(params) per batch for the accumulation. Weights are unchanged; `model.training` is restored.
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if state is None:
@@ -153,6 +158,8 @@ def collect_gradients(
                 continue
             if not isinstance(b, Batch):
                 b = Batch([b], float(b["labels"].shape[0]))
+            if dropout_seed is not None and train_mode:
+                torch.manual_seed(batch_seed(dropout_seed, first_index + i))
             loss_total = 0.0
             for part in b.parts:
                 if hooks is not None:

@@ -1,0 +1,160 @@
+"""Data-parallel collection on torch.distributed: which batches a rank takes, and one reduction of the
+ranks' partial sums at the end (no DDP wrapper: nothing trains, so nothing is synchronised per step).
+
+Under `torchrun --nproc-per-node N` (or `accelerate launch`) each rank collects a contiguous block of the
+fixed batches, in order; `reduce_state` then gathers every rank's partial sums and adds them in rank
+order in float64, so the result depends on the world size only through where the blocks split, never on
+timing. Counts (signs, tokens) are exact; the fp32 sums differ from one process's running fp32 sum by
+summation order only (see `reduce_state`). Dropout in train mode is seeded per batch from the run's seed
+and the batch's index (`batch_seed`), so a batch's gradient does not depend on which rank computed it.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ..errors import ConfigError
+from .state import GradientState
+
+#: the process-group backends when none is given: gloo for CPU tensors, NCCL for CUDA tensors
+DEFAULT_BACKEND = "cpu:gloo,cuda:nccl"
+#: the seeding scheme's name, recorded in a state's provenance (states seeded otherwise are refused)
+DROPOUT_SEEDING = "per-batch:v1"
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place in the run: rank, world size and local rank (all 0 / 1 / 0 alone)."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this rank writes the results folder (rank 0)."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+def world() -> World:
+    """The current World: from the initialised process group, else from torchrun's environment
+    variables (RANK, WORLD_SIZE, LOCAL_RANK), else a single process."""
+    if dist.is_available() and dist.is_initialized():
+        return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank())))
+    size = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    rank = int(os.environ.get("RANK", "0") or 0)
+    return World(rank, size, int(os.environ.get("LOCAL_RANK", rank) or 0))
+
+
+def init_from_env(backend: str | None = None, timeout_s: float | None = None) -> World:
+    """Initialise the default process group when launched by torchrun / accelerate with WORLD_SIZE > 1
+    (rendezvous from MASTER_ADDR / MASTER_PORT or TORCHELASTIC's store); a single process is left alone.
+    `backend` defaults to "cpu:gloo,cuda:nccl"; `timeout_s` bounds every collective (default: torch's).
+    ConfigError (one line) when the rendezvous variables are missing. Cost: one rendezvous."""
+    w = world()
+    if not w.distributed or dist.is_initialized():
+        return w
+    missing = [v for v in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(v)]
+    if missing:
+        raise ConfigError(f"WORLD_SIZE={w.size} but {', '.join(missing)} is not set: launch with torchrun "
+                          "(--standalone, or --rdzv-endpoint HOST:PORT on several machines)")
+    kwargs: dict[str, Any] = {"backend": backend or DEFAULT_BACKEND}
+    if timeout_s is not None:
+        kwargs["timeout"] = datetime.timedelta(seconds=timeout_s)
+    dist.init_process_group(**kwargs)
+    return world()
+
+
+def shard(n_items: int, w: World) -> range:
+    """The contiguous block of `n_items` (batches, in order) that rank `w.rank` takes: sizes differ by at
+    most one, earlier ranks take the larger blocks. ConfigError when there are fewer items than ranks."""
+    if n_items < w.size:
+        raise ConfigError(f"{n_items} batches cannot be shared by {w.size} processes: use at most {n_items} "
+                          "processes or more samples")
+    base, extra = divmod(n_items, w.size)
+    start = w.rank * base + min(w.rank, extra)
+    return range(start, start + base + (1 if w.rank < extra else 0))
+
+
+def batch_seed(seed: int, index: int) -> int:
+    """The RNG seed of batch `index` of a run seeded with `seed` (SeedSequence-mixed, 63 bits): the
+    batch draws the same dropout masks whichever rank, resume or order computes it."""
+    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def reduce_state(state: GradientState, w: World | None = None) -> GradientState:
+    """Every rank's partial GradientState combined, on every rank: fp32 sums (g, Σg²) and fp64 activation
+    sums gathered and added in rank order in float64 (then cast back), sign and token counts summed
+    exactly, per-batch losses and sizes concatenated in rank order (= batch order under `shard`).
+
+    Alone (world size 1) the state is returned unchanged. Tolerance against one process summing the same
+    batches in fp32: the float64 sum of the ranks' fp32 partials differs from the running fp32 sum by
+    rounding only, ≤ (number of batches) × 2⁻²⁴ relative to Σ|g_b| per entry; counts are identical.
+    Cost: one all_gather per tensor (world size × the state's bytes in flight) and one of the lists.
+    """
+    w = w or world()
+    if not w.distributed:
+        return state
+
+    def gathered_sum(t: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+        parts = [torch.empty_like(t) for _ in range(w.size)]
+        dist.all_gather(parts, t.contiguous())
+        total = torch.zeros(t.shape, dtype=torch.float64, device=t.device)
+        for p in parts:  # rank order: the same association on every rank and every run
+            total += p.double()
+        return total.to(out_dtype)
+
+    def summed_counts(t: torch.Tensor) -> torch.Tensor:
+        t = t.clone()
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t
+
+    out = GradientState(
+        list(state.names),
+        {n: gathered_sum(state.grad_sum[n], state.grad_sum[n].dtype) for n in state.names},
+        {n: gathered_sum(state.sq_sum[n], state.sq_sum[n].dtype) for n in state.names},
+        {n: summed_counts(state.pos_count[n]) for n in state.names},
+        {n: summed_counts(state.neg_count[n]) for n in state.names},
+        act_sq={m: gathered_sum(t, t.dtype) for m, t in sorted(state.act_sq.items())},
+        meta=dict(state.meta),
+    )
+    lists: list[Any] = [None] * w.size
+    dist.all_gather_object(lists, (state.act_tokens, state.batch_losses, state.batch_sizes))
+    out.act_tokens = {m: sum(int(tok[m]) for tok, _, _ in lists) for m in state.act_tokens}
+    out.batch_losses = [x for _, losses, _ in lists for x in losses]
+    out.batch_sizes = [x for _, _, sizes in lists for x in sizes]
+    return out
+
+
+def broadcast(obj: Any, w: World | None = None, src: int = 0) -> Any:
+    """`obj` as rank `src` has it, on every rank (the results folder's name, the selected indices)."""
+    w = w or world()
+    if not w.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def check_same_on_every_rank(what: str, value: Any, w: World | None = None) -> None:
+    """ConfigError (raised on every rank, naming the first rank that differs) unless `value` (a config
+    digest, the sample list's digest) is the same on every rank."""
+    w = w or world()
+    if not w.distributed:
+        return
+    values: list[Any] = [None] * w.size
+    dist.all_gather_object(values, value)
+    for r, v in enumerate(values):
+        if v != values[0]:
+            raise ConfigError(f"rank {r} has another {what} than rank 0: every process must be started with "
+                              "the same command and data")
