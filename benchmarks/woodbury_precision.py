@@ -21,8 +21,8 @@ from mft_engine.experiments.scoring_setup import (
     load_checkpoint,
 )
 from mft_engine.masking import eligible_parameters
-from mft_engine.scoring.hvp import flatten, gauss_newton_diagonal, gnvp, unflatten
-from mft_engine.scoring.lowrank import gauss_newton_lowrank
+from mft_engine.scoring.curvature.hvp import flatten, gauss_newton_diagonal, gnvp, unflatten
+from mft_engine.scoring.curvature.lowrank import gauss_newton_lowrank
 
 
 def main() -> None:

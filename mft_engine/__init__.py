@@ -19,12 +19,13 @@ from .models import load_model  # noqa: E402
 from .report.compare import compare_runs  # noqa: E402
 from .experiments.influence_sweep import InfluenceConfig, removal_sweep  # noqa: E402
 from .experiments.validate_scorer import ValidateConfig, validate_scorers  # noqa: E402
+from .experiments.fit_influence import FitInfluenceConfig, fit_influence  # noqa: E402
 from .scoring import Objective, Scorer, ScoringInputs, get_scorer, register_scorer, scorer_names  # noqa: E402
-from .scoring.fit import fit_inverse, load_fit  # noqa: E402
+from .scoring.curvature.fit import fit_inverse, load_fit  # noqa: E402
 from .scoring.ground_truth import RemovalOracle  # noqa: E402
-from .scoring.hvp import batched_gnvp, gauss_newton_diagonal, gnvp, hvp  # noqa: E402
-from .scoring.lowrank import LowRankGN, gauss_newton_lowrank, lowrank_solve  # noqa: E402
-from .scoring.solvers import SolverError, conjugate_gradient, lissa  # noqa: E402
+from .scoring.curvature.hvp import batched_gnvp, gauss_newton_diagonal, gnvp, hvp  # noqa: E402
+from .scoring.curvature.lowrank import LowRankGN, gauss_newton_lowrank, lowrank_solve  # noqa: E402
+from .scoring.curvature.solvers import SolverError, conjugate_gradient, lissa  # noqa: E402
 from .train import FinetuneConfig, finetune  # noqa: E402
 from .train.sweep import SweepConfig, finetune_seeds, sweep  # noqa: E402
 
@@ -37,4 +38,5 @@ __all__ = [
     "batched_gnvp", "conjugate_gradient", "fit_inverse", "gauss_newton_diagonal", "get_scorer", "gnvp", "hvp", "lissa",
     "load_fit", "register_scorer", "removal_sweep", "scorer_names", "validate_scorers",
     "LowRankGN", "gauss_newton_lowrank", "lowrank_solve",
+    "FitInfluenceConfig", "fit_influence",
 ]

@@ -36,7 +36,8 @@ PRECISIONS = ("fp32", "bf16")
 class RunConfig(FlatConfig):
     """Configuration of `mft run`: the BERT-MFT study (collect, test, select, zero, evaluate)."""
 
-    model: str = help_field("minilm | bert-base-random | bert-tiny-random | a checkpoint folder | a Hub id", "minilm")
+    model: str = help_field("minilm-sst2 (MiniLM fine-tuned on SST-2, embedded) | minilm (new untrained head) | "
+                            "bert-base-random | bert-tiny-random | a checkpoint folder | a Hub id", "minilm-sst2")
     data: DataConfig = compose(DataConfig, samples=1000, types={"samples": int}, help={
         "task": "task id (sst2, mrpc, cola, ...) or a local CSV/TSV/JSONL file",
         "samples": "number of training samples N to collect gradients on",
@@ -49,6 +50,8 @@ class RunConfig(FlatConfig):
     eval_mode: bool = help_field("collect with dropout off (default: train mode, as the original)", False,
                                  off="--train-mode")
     checkpoint_every: int = help_field("save a resumable collection checkpoint every B batches (0: never)", 0)
+    save_state: bool | None = help_field("write gradient_state.safetensors (reuse with --state; default: only with "
+                                         "--checkpoint-every)", None, off="--no-save-state")
     out: str = help_field("parent folder of the results folder", "results")
     state: str | None = help_field("reuse this gradient_state.safetensors instead of collecting", None)
     control: bool = help_field("also evaluate a random control mask of the same size", True)

@@ -38,7 +38,8 @@ def export_masked(results_dir: str | Path, out_dir: str | Path, fraction: float 
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{out} exists and is not an empty folder")
     cfg = record["config"]
-    num_labels = get_task(cfg["task"]).num_labels if not Path(cfg["task"]).exists() else None
+    spec = get_task(cfg["task"]) if not Path(cfg["task"]).exists() else None
+    num_labels = spec.num_labels if spec is not None else None
     if num_labels is None:
         num_labels = len(record["before"].get("recall_per_class", [0])) or 1
     lm = load_model(cfg["model"], num_labels, seed=cfg["seed"],
@@ -51,6 +52,7 @@ def export_masked(results_dir: str | Path, out_dir: str | Path, fraction: float 
     # (source + seeded head) is the one the mask was selected on.
     if saved is not None and not torch.equal(saved, mask.values):
         raise MaskMismatchError(f"the model rebuilt from {rd} differs from the run's model at the masked positions")
+    set_label_names(lm.model.config, spec)
     check_output_parent(out.parent, flag="the output folder's parent")
     tmp = out.parent / f".{out.name}{PARTIAL_SUFFIX}"
     try:
@@ -80,6 +82,17 @@ def export_masked(results_dir: str | Path, out_dir: str | Path, fraction: float 
             raise err from None
         raise
     return out
+
+
+def set_label_names(config, spec) -> None:
+    """Give `config` the task's class names as id2label / label2id (so a transformers pipeline says
+    "positive", not LABEL_1). Only for a known classification task with named labels (`spec.label_names`,
+    one per class); otherwise the model's own names stay."""
+    names = getattr(spec, "label_names", None) if spec is not None else None
+    if not names or spec.num_labels < 2 or len(names) != config.num_labels:
+        return
+    config.id2label = {i: str(n) for i, n in enumerate(names)}
+    config.label2id = {str(n): i for i, n in enumerate(names)}
 
 
 def read_run_record(rd: Path) -> dict[str, Any]:

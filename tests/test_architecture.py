@@ -218,8 +218,8 @@ def test_the_checks_refuse_what_they_should():
     assert not upward_imports([Use("mft_engine.report.machine", 1, "mft_engine", "__version__")])
     assert not upward_imports([Use("mft_engine", 1, "mft_engine.cli", "main")])  # the root imports anything
 
-    assert private_crossings([Use("mft_engine.scoring.gradient", 1, "mft_engine.ops._args", "round_lr")])
-    assert private_crossings([Use("mft_engine.scoring.lowrank", 1, "mft_engine.scoring.hvp", "_prepare")])
+    assert private_crossings([Use("mft_engine.scoring.scorers.gradient", 1, "mft_engine.ops._args", "round_lr")])
+    assert private_crossings([Use("mft_engine.scoring.curvature.lowrank", 1, "mft_engine.scoring.curvature.hvp", "_prepare")])
     assert private_crossings([Use("mft_engine.ops.select_topk", 1, "mft_engine.ops._args", "_NONFINITE")])
     assert private_crossings([Use("mft_engine.bench.zeroing", 1, "mft_engine.ops._reference")])
     assert not private_crossings([Use("mft_engine.ops.select_topk", 1, "mft_engine.ops._args", "round_lr")])

@@ -19,10 +19,10 @@ from typing import Any
 import torch
 
 from ..report.progress import Progress
-from ..scoring.fit import SOLVERS
-from ..scoring.hvp import flatten, gauss_newton_diagonal, gnvp, unflatten
-from ..scoring.lowrank import gauss_newton_lowrank
-from ..scoring.solvers import conjugate_gradient
+from ..scoring.curvature.fit import SOLVERS
+from ..scoring.curvature.hvp import flatten, gauss_newton_diagonal, gnvp, unflatten
+from ..scoring.curvature.lowrank import gauss_newton_lowrank
+from ..scoring.curvature.solvers import conjugate_gradient
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 CG_SOLVERS = tuple(s for s in SOLVERS if s in ("cg", "pcg", "woodbury"))

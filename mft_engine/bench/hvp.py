@@ -19,7 +19,7 @@ import torch
 from ..data import fixed_batches, load_task, select_samples, tokenize_split
 from ..models import load_model
 from ..report.progress import Progress
-from ..scoring.hvp import auto_gnvp_method, batched_gnvp, flatten, gnvp, random_like
+from ..scoring.curvature.hvp import auto_gnvp_method, batched_gnvp, flatten, gnvp, random_like
 from ..scoring.objective import eval_objective
 
 

@@ -11,7 +11,7 @@ from ..config import RunConfig
 from ..errors import ConfigError
 from ..fields import field_help
 from .apps import bench_app
-from .output import RichProgress
+from .output import command_progress
 
 
 def _run_help(name: str) -> str:
@@ -85,7 +85,7 @@ def bench_hvp(
 
     if min(samples, vectors, repeats) < 1:
         raise ConfigError(f"--samples {samples}, --vectors {vectors} and --repeats {repeats} must be at least 1")
-    with RichProgress(quiet or json_out) as progress:
+    with command_progress(quiet or json_out) as progress:
         data = bh.run(model, samples, vectors, repeats, progress=progress)
     _print_bench(data, json_out)
 
@@ -117,7 +117,7 @@ def bench_cg(
         raise ConfigError(f"--dtype {dtype!r} is not one of {', '.join(bcg.DTYPES)}")
     if samples < 1 or not 0 < tol < 1 or not budget_s > 0:
         raise ConfigError(f"--samples {samples} must be >= 1, --tol {tol} in (0, 1), --budget-s {budget_s} > 0")
-    with RichProgress(quiet or json_out) as progress:
+    with command_progress(quiet or json_out) as progress:
         data = bcg.run(model, task, data_dir, samples, tuple(names), tuple(factors), tol, budget_s, dtype=dtype,
                        progress=progress)
     _print_bench(data, json_out)

@@ -10,7 +10,7 @@ from ..errors import ConfigError
 from ..train import FinetuneConfig
 from .apps import QUIET_HELP, app
 from .flags import build_config, given_flags, read_yaml_fields, with_config_flags
-from .output import RichProgress, print_result
+from .output import command_progress, print_result
 
 _FINETUNE_JSON = ("method", "task", "trainable_params", "total_params", "trainable_share", "train_s",
                   "peak_mem_bytes", "peak_cuda_bytes", "stored_bytes", "gradient_checkpointing", "primary_metric",
@@ -36,7 +36,7 @@ def finetune(
         _finetune_seeds(given, seeds, json_out, quiet)
         return
     cfg = build_config(FinetuneConfig, given)
-    with RichProgress(quiet or json_out) as progress:
+    with command_progress(quiet or json_out) as progress:
         result = run_finetune(cfg, progress)
     rec = result.record
     brief = {k: rec[k] for k in _FINETUNE_JSON}
@@ -58,7 +58,7 @@ def _finetune_seeds(given: dict[str, Any], seeds: str, json_out: bool, quiet: bo
     seed_list = parse_seeds(seeds)
     flags["seed"] = seed_list[0]
     cfg = FinetuneConfig.from_yaml(config, flags) if config is not None else FinetuneConfig.of(**flags)
-    with RichProgress(quiet or json_out) as progress:
+    with command_progress(quiet or json_out) as progress:
         result = finetune_seeds(cfg, seed_list, progress)
     rec = result.record
     keys = ("method", "task", "seeds", "trainable_params", "total_params", "trainable_share", "primary_metric",
@@ -93,7 +93,7 @@ def sweep_command(
     if not grid and resume is None and name is None:
         raise ConfigError("--grid is required: give at least one axis, e.g. --grid lr=1e-4,5e-5")
     cfg = SweepConfig(grid=grid or [], fixed=fixed, out=out or "results", name=name)
-    with RichProgress(quiet or json_out) as progress:
+    with command_progress(quiet or json_out) as progress:
         result = sweep(cfg, resume=resume, progress=progress)
     rec = result.record
     print_result(result.out_dir, {

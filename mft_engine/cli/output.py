@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..report.progress import Progress
+from ..report.progress import Progress, ProgressGroup, progress_for_sinks, rate_text, unit_for
 
 
 class RichProgress(Progress):
@@ -45,7 +45,7 @@ class RichProgress(Progress):
             return
         self.bar.advance(self.task, n)
         t = self.bar.tasks[-1]
-        rate = f"{t.speed:.1f}/s" if t.speed else ""
+        rate = rate_text(t.speed, unit_for(t.description))
         extra = "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items())
         self.bar.update(self.task, rate=rate, info=extra)
 
@@ -72,3 +72,10 @@ def print_result(out_dir: Path | str, payload: dict[str, Any], json_out: bool, q
 def brief_metrics(m: dict) -> dict:
     """The headline metrics of a metrics dict (those the task has)."""
     return {k: m[k] for k in ("accuracy", "precision", "recall", "f1", "mcc", "pearson", "spearman") if k in m}
+
+
+def command_progress(quiet: bool) -> ProgressGroup:
+    """The progress a command reports through: rich bars on a terminal, a plain line every 10 s on a pipe,
+    nohup or CI (stderr), and lines in the run log either way; `quiet` (or --json) keeps the log lines only.
+    Use as `with command_progress(quiet or json_out) as progress:`."""
+    return progress_for_sinks(lambda: RichProgress(False), quiet=quiet)

@@ -9,7 +9,7 @@ import typer
 from ..config import RunConfig
 from .apps import QUIET_HELP, app
 from .flags import build_config, given_flags, with_config_flags
-from .output import RichProgress, brief_metrics, print_result
+from .output import brief_metrics, command_progress, print_result
 
 
 @app.command()
@@ -29,8 +29,10 @@ def run(
         cfg = resume_config(resume, given_flags(RunConfig, given)[0])
     else:
         cfg = build_config(RunConfig, given)
-    with RichProgress(quiet or json_out) as progress:
+    with command_progress(quiet or json_out) as progress:
         result = run_study(cfg, progress, resume=resume)
+    if result.out_dir is None:  # a torchrun rank other than 0: rank 0 reports
+        return
     rec = result.record
     print_result(result.out_dir, {
         "out_dir": str(result.out_dir), "before": brief_metrics(rec["before"]), "counts": rec["counts"],

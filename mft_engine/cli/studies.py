@@ -11,7 +11,7 @@ from ..experiments.noise import NoiseConfig
 from ..experiments.transfer import TransferConfig
 from .apps import QUIET_HELP, study_app
 from .flags import build_config, with_config_flags
-from .output import RichProgress, print_result
+from .output import command_progress, print_result
 
 _JSON_HELP = "print the study's table and folder as one JSON object"
 
@@ -20,7 +20,7 @@ def _run_study(config_cls: type, runner, given: dict[str, Any], json_out: bool, 
                table_key: str = "table") -> None:
     """Build the study config from --config and the flags given, run the study, print its summary or JSON."""
     cfg = build_config(config_cls, given)
-    with RichProgress(quiet or json_out) as progress:
+    with command_progress(quiet or json_out) as progress:
         result = runner(cfg, progress)
     rec = result.record
     print_result(result.out_dir, {"study": rec["study"], "out_dir": str(result.out_dir), "data": rec["data"],

@@ -85,3 +85,11 @@ def info(json_out: bool = typer.Option(False, "--json", help="one JSON object"))
     for b in data["backends"]:
         rest = "; ".join(f"{k}: {v}" for k, v in b.items() if k not in ("backend", "status") and v is not None)
         print(f"{'backend ' + b['backend']:<16} {b['status']}" + (f" ({rest})" if rest else ""))
+
+
+@app.command()
+def show(results_dir: Path = typer.Argument(..., help="a results folder (mft run, finetune, sweep, study, ...)")) -> None:
+    """Print a results folder's summary and the paths of its plots."""
+    from ..report.show import show as show_text
+
+    print(show_text(results_dir))

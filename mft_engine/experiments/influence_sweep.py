@@ -164,8 +164,11 @@ def removal_sweep(cfg: InfluenceConfig, progress: Progress | None = None) -> Inf
             kept: dict[str, dict[str, torch.Tensor]] = {}
             for name in names_run:
                 from ..scoring.base import get_scorer
+                from ..scoring.scorers.influence import fit_influence_solve
 
                 scorer = get_scorer(name)
+                if name == "influence":
+                    fit_influence_solve(bench.inputs)  # fit, then score: the scorer only loads the fit
                 progress.phase(f"{label}: score {name}")
                 scores = scorer.score(bench.inputs)
                 progress.done()

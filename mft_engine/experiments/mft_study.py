@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 
 from .. import ops
@@ -25,7 +26,8 @@ from ..collect.state import StateError
 from ..config import RunConfig
 from ..data import Batch, TaskData, eval_batches, fixed_batches, gradient_batches
 from ..errors import ConfigError, ResumeError
-from ..evaluate import evaluate_model
+from ..evaluate import classification_metrics, evaluate_model, predict
+from ..evaluate.bootstrap import bootstrap_ci
 from ..masking import DetrimentalSelector, check_exclude_patterns, eligible_parameters, random_mask
 from ..models import load_model
 from ..report import ResultsFolder, machine_info, versions
@@ -47,12 +49,43 @@ class StudyResult:
 
 
 def _evaluate(model, tokens, data: TaskData, cfg: RunConfig, progress: Progress, label: str) -> dict:
+    """The task's metrics on the whole validation split; for classification also `accuracy_ci95`, the
+    seeded percentile-bootstrap 95% interval of the accuracy over the rows (DEFAULT_RESAMPLES resamples)."""
     progress.phase(f"evaluate {label}", len(data))
     rows = list(range(len(data)))
-    metrics = evaluate_model(model, eval_batches(tokens, rows, data.labels, data.is_regression, cfg.data.eval_batch_tokens),
-                             data.labels, data.num_labels, on_batch=lambda n: progress.advance(n))
+    batches = eval_batches(tokens, rows, data.labels, data.is_regression, cfg.data.eval_batch_tokens)
+    if data.num_labels == 1:
+        metrics = evaluate_model(model, batches, data.labels, data.num_labels, on_batch=lambda n: progress.advance(n))
+    else:
+        logits = predict(model, batches, len(data.labels), on_batch=lambda n: progress.advance(n))
+        pred = logits.argmax(-1)
+        metrics = classification_metrics(data.labels, pred, data.num_labels)
+        correct = (np.asarray(pred) == np.asarray(data.labels, dtype=np.int64)).astype(np.float64)
+        ci = bootstrap_ci(correct, seed=cfg.data.seed)
+        metrics["accuracy_ci95"] = [ci.low, ci.high]
     progress.done()
     return metrics
+
+
+def chance_check(before: dict, labels) -> dict | None:
+    """Whether the "before" classifier is at chance: its accuracy's bootstrap 95% interval reaches down to
+    the majority-class rate of the split (or below it). Returns {"majority_rate", "majority_label",
+    "at_chance", "note"} (note: one plain sentence when at chance, else None); None for regression."""
+    if "accuracy_ci95" not in before:
+        return None
+    values, counts = np.unique(np.asarray(labels, dtype=np.int64), return_counts=True)
+    majority = float(counts.max() / counts.sum())
+    low, high = before["accuracy_ci95"]
+    at_chance = bool(low <= majority)
+    note = None
+    if at_chance:
+        note = (f"the classifier is at chance: its accuracy before zeroing, {before['accuracy']:.4f} (95% CI "
+                f"{low:.4f}-{high:.4f}), is not above the {majority:.4f} of always predicting the majority class. "
+                "Zeroing parameters of a classifier that has learned nothing cannot show harm or help: the changes "
+                "after zeroing and in the random control are noise around chance. For a meaningful study use a "
+                "trained classifier (--model minilm-sst2, the default, or a fine-tuned checkpoint folder).")
+    return {"majority_rate": majority, "majority_label": int(values[counts.argmax()]), "at_chance": at_chance,
+            "note": note}
 
 
 CHECKPOINT = "collect_checkpoint.safetensors"
@@ -198,6 +231,8 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
         rows, train_tokens, val_tokens = prepared.rows, prepared.train_tokens, prepared.val_tokens
         timings["tokenize_s"] = time.perf_counter() - t
 
+        t = time.perf_counter()
+
         batches = gradient_batches(train_tokens, rows, train.labels, train.is_regression, reduction=cfg.reduction,
                                    batch_size=cfg.batch_size, keep_last=cfg.keep_last)
         used_rows = [r for b in fixed_batches(rows, cfg.batch_size, keep_last=cfg.keep_last) for r in b] \
@@ -215,6 +250,7 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
         if cfg.state:
             reused, provenance_checked = _reuse_state(cfg, model, provenance)
         folder.confirm()
+        timings["prepare_s"] = time.perf_counter() - t  # batches, provenance (one sha256 of the weights), checks
 
         t = time.perf_counter()
         with _phase("evaluate-before"):
@@ -246,39 +282,55 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
         # with the thread count the zeroing runs with.
         read_bytes = sum(p.numel() * p.element_size() + state.grad_sum[n].numel() * state.grad_sum[n].element_size()
                          for n, p in eligible)
-        bandwidth = read_bandwidth()
-        rows_out, selections = [], []
         t = time.perf_counter()
+        bandwidth = read_bandwidth()
+        timings["read_bandwidth_s"] = time.perf_counter() - t
+        rows_out, selections = [], []
+        # Each part of the per-fraction loop in its own field, so the parts add up to the total: zeroing
+        # (the call, its warm repeat, the restores, the control mask), and the evaluations after and of the control.
+        zeroing = evaluating_after = evaluating_control = 0.0
         with _phase("evaluate-after"):
             for fraction in cfg.selection.fractions:
                 tz = time.perf_counter()
                 sel = selector.select_and_zero_(fraction)  # mft::zero_topk_: select and zero in one pass
                 zero_s = time.perf_counter() - tz
+                te = time.perf_counter()
                 after = _evaluate(model, val_tokens, val, cfg, progress, f"after {fraction:g}")
+                evaluating_after += time.perf_counter() - te
+                tr = time.perf_counter()
                 sel.mask.restore(model)
                 tz = time.perf_counter()
                 again = selector.select_and_zero_(fraction)  # the same call with its work buffers warm
                 zero_warm_s = time.perf_counter() - tz
                 again.mask.restore(model)
+                zeroing += zero_s + (time.perf_counter() - tr)
                 entry = {**sel.to_dict(), "zero_s": zero_s, "zero_warm_s": zero_warm_s,
                          "read_bound_s": read_bytes / bandwidth, "zero_path": "zero_topk_" if selector.fused
                          else "select_topk+zero_masked_", "after": after}
                 if cfg.control:
+                    tr = time.perf_counter()
                     ctrl = random_mask(eligible, sel.k, seed=cfg.data.seed + 1)
                     ctrl.apply(model)
+                    zeroing += time.perf_counter() - tr
+                    te = time.perf_counter()
                     entry["control"] = _evaluate(model, val_tokens, val, cfg, progress, f"control {fraction:g}")
+                    evaluating_control += time.perf_counter() - te
+                    tr = time.perf_counter()
                     ctrl.restore(model)
+                    zeroing += time.perf_counter() - tr
                     entry["control_mask"] = ctrl
                 rows_out.append(entry)
                 selections.append(sel)
-        timings["zero_and_evaluate_s"] = time.perf_counter() - t
-        timings["total_s"] = time.perf_counter() - t0
+        timings["zero_s"] = zeroing
+        timings["evaluate_after_s"] = evaluating_after
+        timings["evaluate_control_s"] = evaluating_control
+        chance = chance_check(before, val.labels)
 
         record = {
             "config": cfg.to_dict(),
             "versions": versions(),
             "machine": machine_info(),
-            "model": {"source": lm.source, "model_type": lm.model_type, "total_params": sum(p.numel() for _, p in named_all),
+            "model": {"source": lm.source, "kind": lm.kind, "model_type": lm.model_type, "total_params": sum(p.numel() for _, p in named_all),
                       "fingerprint": provenance["model_fingerprint"], "tokenizer_source": lm.tokenizer_source,
                       "tokenizer_note": lm.tokenizer_note},
             "data": {"train_source": train.source, "labels": train.label_summary, "validation_source": val.source, "n_train_rows": len(train),
@@ -299,10 +351,12 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
                        "zeroed": {f"{sel.fraction:g}": sel.k for sel in selections},
                        "excluded_patterns": list(cfg.selection.exclude_patterns())},
             "before": before,
+            "chance": chance,
             "fractions": rows_out,
             "timings": timings,
         }
         with _phase("write"):
-            out = write_outputs(folder, cfg, record, state, selections, eligible, named_all)
+            # write_outputs adds write_s and total_s (from t0) just before it writes results.json.
+            out = write_outputs(folder, cfg, record, state, selections, eligible, named_all, started=t0)
         log.info("committed %s", out)
     return StudyResult(out, record, state, selections)

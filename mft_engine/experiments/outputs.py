@@ -2,12 +2,21 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 from ..collect import GradientState
 from ..config import RunConfig
-from ..report import ResultsFolder, plot_layer_zeroed, plot_training_loss
+from ..report import ResultsFolder, plot_accuracy, plot_collection_loss, plot_layer_zeroed
+
+STATE_FILE = "gradient_state.safetensors"
+#: The plots of an `mft run` folder.
+ACCURACY_PLOT, LAYER_PLOT, LOSS_PLOT = "accuracy.png", "layer_zeroed.png", "collection_loss.png"
+#: The timing fields that are parts of total_s (each phase once; zero_s-style per-fraction figures are in
+#: the fractions' entries).
+TIMING_PARTS = ("load_data_s", "load_model_s", "tokenize_s", "prepare_s", "evaluate_before_s", "collect_s", "select_s",
+                "read_bandwidth_s", "zero_s", "evaluate_after_s", "evaluate_control_s", "write_s")
 
 
 def layer_group(name: str) -> str:
@@ -27,7 +36,9 @@ def mask_filename(fraction: float, several: bool) -> str:
 
 def _metric_line(label: str, m: dict) -> str:
     if "accuracy" in m:
-        return (f"{label:<22} acc {m['accuracy']:.4f}  P {m['precision']:.4f}  R {m['recall']:.4f}  "
+        ci = m.get("accuracy_ci95")
+        ci_text = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+        return (f"{label:<22} acc {m['accuracy']:.4f}{ci_text}  P {m['precision']:.4f}  R {m['recall']:.4f}  "
                 f"F1 {m['f1']:.4f}  MCC {m['mcc']:.4f}  recall/class {[round(r, 4) for r in m['recall_per_class']]}")
     return f"{label:<22} pearson {m['pearson']:.4f}  spearman {m['spearman']:.4f}  mse {m['mse']:.4f}"
 
@@ -35,9 +46,15 @@ def _metric_line(label: str, m: dict) -> str:
 def summary_text(record: dict[str, Any]) -> str:
     """summary.txt: every figure a reader looks for, each also in results.json."""
     c, cnt, col = record["config"], record["counts"], record["collection"]
+    model = record["model"]
+    kind = model.get("kind")
+    what = {"bundled": "a fine-tuned classifier (MiniLM with the embedded SST-2 fine-tuning merged)",
+            "minilm": "pretrained MiniLM with a NEW, UNTRAINED classification head (the original study's setting)",
+            "random": "random weights (a shape for testing, not a classifier)"}.get(kind)
     lines = [
         "BERT-MFT study (mft run)",
-        f"model {record['model']['source']}  task {c['task']}  data {record['data']['train_source']}",
+        f"model {model['source']}  task {c['task']}  data {record['data']['train_source']}",
+        *([f"classifier: {what}"] if what else []),
         f"labels {record['data']['labels']}",
         f"machine {record['machine']['cpu']}  kernel path {record['machine']['kernel_path']}  "
         f"threads {record['machine']['torch_threads']}",
@@ -52,6 +69,12 @@ def summary_text(record: dict[str, Any]) -> str:
         "",
         _metric_line("before", record["before"]),
     ]
+    chance = record.get("chance")
+    if chance:
+        lines.append(f"{'':<22} majority class rate {chance['majority_rate']:.4f} (always predicting label "
+                     f"{chance['majority_label']}); [..] are bootstrap 95% intervals over the validation rows")
+        if chance["at_chance"]:
+            lines += ["", "WARNING: " + chance["note"]]
     for f in record["fractions"]:
         lines += [
             "",
@@ -65,13 +88,27 @@ def summary_text(record: dict[str, Any]) -> str:
             lines.append(_metric_line("  random control", f["control"]))
     if record["model"].get("tokenizer_note"):
         lines += ["", f"note: {record['model']['tokenizer_note']}"]
-    lines += ["", "timings (s): " + ", ".join(f"{k} {v:.2f}" for k, v in record["timings"].items())]
+    state = record.get("state_file")
+    lines += ["", f"gradient state: {state} in this folder (reuse it with --state <this folder>/{state})" if state
+              else "gradient state: not saved (--save-state keeps it, for --state)"]
+    t = record["timings"]
+    parts = [k for k in TIMING_PARTS if k in t]
+    lines += ["", f"timings (s): total {t['total_s']:.2f} = " + " + ".join(f"{k[:-2]} {t[k]:.2f}" for k in parts)
+              if "total_s" in t else "timings (s): " + ", ".join(f"{k} {v:.2f}" for k, v in t.items())]
     return "\n".join(lines) + "\n"
 
 
+def save_state_wanted(cfg: RunConfig) -> bool:
+    """--save-state / --no-save-state when given; else only with --checkpoint-every (a resumable run)."""
+    return bool(cfg.checkpoint_every) if getattr(cfg, "save_state", None) is None else bool(cfg.save_state)
+
+
 def write_outputs(folder: ResultsFolder, cfg: RunConfig, record: dict[str, Any], state: GradientState,
-                  selections: list, eligible: list, named_all: list) -> Path:
-    """Write results.json, summary.txt, layers.csv, gradient_statistics.json, masks, the state, the plots."""
+                  selections: list, eligible: list, named_all: list, started: float | None = None) -> Path:
+    """Write results.json, summary.txt, layers.csv, gradient_statistics.json, masks, the state (when
+    `save_state_wanted`), the plots. With `started` (the run's perf_counter start), `timings` gets
+    write_s and total_s just before results.json is written."""
+    t_write = time.perf_counter()
     several = len(selections) > 1
     eligible_names = {n for n, _ in eligible}
     zeroed = [s.mask.per_tensor_counts() for s in selections]
@@ -90,8 +127,10 @@ def write_outputs(folder: ResultsFolder, cfg: RunConfig, record: dict[str, Any],
     per_layer: dict[str, dict[str, int]] = {}
     big = f"zeroed_{selections[-1].fraction:g}"
     for r in layers:
-        g = per_layer.setdefault(r["layer"], {"layer": r["layer"], "numel": 0, "zeroed": 0, "detrimental": 0})
+        g = per_layer.setdefault(r["layer"], {"layer": r["layer"], "numel": 0, "eligible": 0, "zeroed": 0,
+                                              "detrimental": 0})
         g["numel"] += r["numel"]
+        g["eligible"] += r["numel"] if r["eligible"] else 0
         g["zeroed"] += r[big]
         g["detrimental"] += r["detrimental"] or 0
     record["per_layer"] = list(per_layer.values())
@@ -101,13 +140,26 @@ def write_outputs(folder: ResultsFolder, cfg: RunConfig, record: dict[str, Any],
             s.mask.save(p)
         f["mask_file"] = mask_filename(s.fraction, several)
         f.pop("control_mask", None)
-    with folder.writing("gradient_state.safetensors") as p:
-        state.save(p)
+    record["state_file"] = None
+    if save_state_wanted(cfg):
+        with folder.writing(STATE_FILE) as p:
+            state.save(p)
+        record["state_file"] = STATE_FILE
     folder.write_json("gradient_statistics.json", state.statistics())
-    with folder.writing("training_loss.png") as p:
-        plot_training_loss(state.batch_losses, p)
-    with folder.writing("layer_zeroed.png") as p:
-        plot_layer_zeroed(record["per_layer"], p)
+    num_labels = len(record["before"].get("recall_per_class", [])) or None
+    with folder.writing(LOSS_PLOT) as p:
+        plot_collection_loss(state.batch_losses, p, num_labels)
+    with folder.writing(LAYER_PLOT) as p:
+        plot_layer_zeroed(record["per_layer"], p, selections[-1].fraction, selections[-1].k)
+    record["plots"] = [LAYER_PLOT, LOSS_PLOT]
+    if "accuracy" in record["before"]:  # classification; a regression task has no accuracy to draw
+        with folder.writing(ACCURACY_PLOT) as p:
+            plot_accuracy(record["before"], record["fractions"], p, (record.get("chance") or {}).get("majority_rate"))
+        record["plots"].insert(0, ACCURACY_PLOT)
+    if started is not None:
+        now = time.perf_counter()
+        record["timings"]["write_s"] = now - t_write
+        record["timings"]["total_s"] = now - started
     folder.write_text("summary.txt", summary_text(record))
     folder.write_json("results.json", record)
     out = folder.commit()

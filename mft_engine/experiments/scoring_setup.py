@@ -27,8 +27,10 @@ from ..masking import check_exclude_patterns, eligible_parameters
 from ..models import load_model
 from ..report.progress import Progress
 from ..scoring import ScoringInputs
-from ..scoring.fit import SOLVERS
+from ..scoring.curvature.fit import SOLVERS
 from ..scoring.objective import Objective
+from ..scoring.scorers.influence import InfluenceOptions
+from ..scoring.scorers.obs import ObsOptions
 from ..selection_spec import exclude_patterns, round_lr_fp32
 
 
@@ -82,6 +84,12 @@ class ScoringConfig(FlatConfig):
             raise ConfigError(f"--eval-batch-tokens {self.data.eval_batch_tokens} must be >= --max-length "
                               f"{self.data.max_length}")
         self.scorer_names()  # validates --scorers
+
+    def influence_options(self) -> InfluenceOptions:
+        """The influence scorer's typed settings from this config's solver flags."""
+        return InfluenceOptions(influence_solver=self.solver, damping_factor=self.damping_factor, cg_tol=self.cg_tol,
+                                cg_max_iter=self.cg_max_iter, lissa_depth=self.lissa_depth,
+                                lissa_scale=self.lissa_scale, lissa_repetitions=self.lissa_repetitions)
 
     def exclude_patterns(self) -> tuple[str, ...]:
         """The name patterns of excluded parameters (a preset's, or the user's comma-separated list)."""
@@ -197,12 +205,8 @@ def prepare_bench(cfg: ScoringConfig, model_name: str | None = None, data: Scori
     train_obj, score_obj = data.objectives(model, names, data.rows[: state.n_samples])
     score_batches = score_obj.batches
     inputs = ScoringInputs(model=model, names=names, state=state, lr=round_lr_fp32(cfg.lr), train=train_obj,
-                           score=score_obj, damping=cfg.damping, fits_dir=fits_dir,
-                           options={"influence_solver": cfg.solver, "damping_factor": cfg.damping_factor,
-                                    "cg_tol": cfg.cg_tol, "cg_max_iter": cfg.cg_max_iter,
-                                    "lissa_depth": cfg.lissa_depth, "lissa_scale": cfg.lissa_scale,
-                                    "lissa_repetitions": cfg.lissa_repetitions, "obs_samples": cfg.obs_samples,
-                                    "progress": progress})
+                           score=score_obj, damping=cfg.damping, fits_dir=fits_dir, progress=progress,
+                           options=(cfg.influence_options(), ObsOptions(obs_samples=cfg.obs_samples)))
     return ScoringBench(model, lm.source, data, eligible, state, inputs, score_batches, timings)
 
 

@@ -24,7 +24,7 @@ from ..data import TaskData, tokenize_split
 from ..data.config import DataConfig
 from ..errors import ConfigError
 from ..evaluate.validation import ValidationSets
-from ..fields import FlatConfig, compose, help_field
+from ..fields import FlatConfig, compose, flatten, help_field
 from ..models import load_model
 from ..report import machine_info, versions
 from ..report.progress import Progress
@@ -71,8 +71,9 @@ class StudyConfig(FlatConfig):
 
         fields = {k: getattr(self, k) for k in _FINETUNE_FIELDS}
         fields.update(save_model=False, save_at=[], early_stopping_patience=0)
-        return FinetuneConfig(data=self.data, **fields).replace(**overrides) if overrides \
-            else FinetuneConfig(data=self.data, **fields)
+        # by flat names: the LoRA fields belong to FinetuneConfig's composed method options
+        cfg = FinetuneConfig.of(**flatten(self.data), **fields)
+        return cfg.replace(**overrides) if overrides else cfg
 
 
 def parse_int_list(flag: str, value: str | Sequence[int] | None) -> list[int]:

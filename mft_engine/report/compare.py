@@ -73,16 +73,10 @@ def _mib(b: float | None) -> float | None:
     return None if b is None else b / 2**20
 
 
-def method_label(method: str, config: dict[str, Any]) -> str:
-    """The method with the settings that tell its runs apart in one table (LoRA: placement and rank;
-    freeze: layers; learned-mask: keep ratio), e.g. "lora (full, r=8)"."""
-    if method in ("lora", "lora8", "qlora"):
-        return f"{method} ({config.get('lora_placement')}, r={config.get('lora_rank')})"
-    if method == "freeze":
-        return f"freeze ({config.get('freeze_layers')} layers)"
-    if method == "learned-mask":
-        return f"learned-mask (keep {config.get('keep_ratio')})"
-    return method
+def method_label(rec: dict[str, Any]) -> str:
+    """The run's label in the table: what its method recorded (`Method.describe`: the settings that tell
+    its runs apart, e.g. "lora (attn-qkv, r=8)"), else the method's name (a record written before labels)."""
+    return rec.get("method_label") or rec["method"]
 
 
 def method_row(run_dir: Path, rec: dict[str, Any], metric_names: Sequence[str]) -> dict[str, Any]:
@@ -91,7 +85,7 @@ def method_row(run_dir: Path, rec: dict[str, Any], metric_names: Sequence[str]) 
     notes = rec.get("method_notes") or {}
     row: dict[str, Any] = {
         "run": run_dir.name,
-        "method": method_label(rec["method"], c),
+        "method": method_label(rec),
         "task": rec.get("task"),
         "model": (rec.get("model") or {}).get("source"),
         "trainable_params": rec["trainable_params"],

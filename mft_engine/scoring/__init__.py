@@ -1,5 +1,11 @@
 """Scorers with ground truth: per-parameter scores, the curvature they need, and a check against reality.
 
+Layout: `base` (the Scorer interface and registry), `inputs` (what a scorer sees, its typed options),
+`objective` (losses over fixed batches), `registry` (the built-in scorers); `scorers/` (one file per
+scorer, and the statistics they share), `curvature/` (Hessian / Gauss-Newton products, solvers, the
+Woodbury form, fits saved by name), `ground_truth/` (the removal oracle, its hand-written BERT forward,
+and judging scorers against it).
+
 Sign convention (DESIGN.md): a signed scorer returns the predicted change of the scoring-half loss when
 the parameter is set to zero (negative: removal helps); an unsigned scorer returns predicted harm ≥ 0.
 """

@@ -8,11 +8,13 @@ Sign convention (DESIGN.md, Scorer conventions):
 A scorer may return NaN for parameters it does not score (wanda and ria on biases); downstream code
 (selection, judging against ground truth) treats NaN as "not scored", never as a value.
 
-Adding a scorer is one file with a `@register_scorer` class plus one import line in scoring/registry.py.
+Adding a scorer is one file with a `@register_scorer` class (its settings, if any, as an `options`
+dataclass) plus one import line in scoring/registry.py.
 """
 from __future__ import annotations
 
 import abc
+import dataclasses
 import re
 from typing import ClassVar
 
@@ -35,6 +37,9 @@ class Scorer(abc.ABC):
     name: ClassVar[str]
     signed: ClassVar[bool]
     description: ClassVar[str]
+    #: the scorer's settings: a dataclass (fields declared with fields.help_field, checked in its
+    #: __post_init__) that `score` reads with `inputs.settings(type(self).options)`; None: no settings
+    options: ClassVar[type | None] = None
 
     @abc.abstractmethod
     def score(self, inputs: ScoringInputs) -> dict[str, torch.Tensor]:
@@ -70,6 +75,8 @@ def register_scorer(cls: type[Scorer]) -> type[Scorer]:
         raise TypeError(f"scorer {name!r} must set the class attribute signed to True or False")
     if not isinstance(getattr(cls, "description", None), str) or not cls.description.strip():
         raise ValueError(f"scorer {name!r} must set a non-empty class attribute description")
+    if cls.options is not None and not dataclasses.is_dataclass(cls.options):
+        raise TypeError(f"scorer {name!r}: options must be a dataclass, got {cls.options!r}")
     existing = _REGISTRY.get(name)
     if existing is not None and existing is not cls:
         raise ValueError(f"a scorer named {name!r} is already registered ({existing.__module__}."
@@ -82,6 +89,12 @@ def _load_builtin() -> None:
     # Importing the registry module imports every built-in scorer file, which registers it; done lazily
     # because the scorer files themselves import this module.
     from . import registry  # noqa: F401
+
+
+def option_classes() -> list[type]:
+    """The options dataclasses of the registered scorers (each once), in registration order."""
+    _load_builtin()
+    return list(dict.fromkeys(c.options for c in _REGISTRY.values() if c.options is not None))
 
 
 def scorer_names() -> list[str]:

@@ -1,9 +1,10 @@
 """Fine-tuning methods (full, BitFit, LoRA, 8-bit LoRA, QLoRA, layer freezing, learned masks), the shared
 training loop, checkpoints at target accuracy, and `finetune(config)`, the run behind `mft finetune`.
 
-Each method is one module registering a `Method` subclass; `get_method(name)` finds it.
+Each method is one module registering a `Method` subclass (imported by registry.py); `get_method(name)`
+finds it.
 """
-from . import bitfit, freeze, full, learned_mask, lora, lora_quant  # noqa: F401  (importing a method's module registers it)
+from . import registry  # noqa: F401  (first: importing a method's module registers it)
 from .checkpoints import CheckpointTargets, TargetRecord
 from .config import FinetuneConfig, parse_targets
 from .loop import train_model

@@ -10,11 +10,14 @@ hidden 128, intermediate 512, 2 labels); `bitfit_head` also trains the classifie
 """
 from __future__ import annotations
 
+import math
 import re
+from dataclasses import dataclass
 
 import torch
 
 from ..errors import ConfigError
+from ..fields import help_field
 from .method import Method, Prepared, register_method
 
 BIAS_GROUPS = ("attention", "feed-forward", "layernorm", "pooler", "classifier")
@@ -86,6 +89,24 @@ def parse_group_lrs(value: str | dict | None) -> dict[str, float]:
     return out
 
 
+@dataclass
+class BitFitOptions:
+    """BitFit's settings: which bias groups train, their learning rates, the biases' own gradient clip,
+    and whether the classifier weight trains too. Checked on creation: ConfigError naming the flag."""
+
+    bitfit_groups: str = help_field("bias groups that train: all | comma-separated attention, feed-forward, layernorm, "
+                                    "pooler, classifier", "all")
+    bitfit_lr: str = help_field("per-group learning rates, e.g. attention=1e-3,classifier=2e-3 (others: --lr)", "")
+    bitfit_clip: float = help_field("clip the biases' gradient norm to this before the global clip (0: off)", 0.0)
+    bitfit_head: bool = help_field("BitFit also trains the classifier weight", False)
+
+    def __post_init__(self) -> None:
+        if math.isnan(self.bitfit_clip) or self.bitfit_clip < 0 or math.isinf(self.bitfit_clip):
+            raise ConfigError(f"--bitfit-clip {self.bitfit_clip} must be a finite number >= 0")
+        parse_groups(self.bitfit_groups)
+        parse_group_lrs(self.bitfit_lr)
+
+
 @register_method
 class BitFit(Method):
     """Bias-only fine-tuning with selectable groups, per-group learning rates and bias gradient clipping.
@@ -94,8 +115,10 @@ class BitFit(Method):
     name = "bitfit"
     summary = "bias terms only (groups selectable), classifier weight optional"
     default_lr = 1e-3
+    options = BitFitOptions
 
     def prepare(self, model: torch.nn.Module, config) -> Prepared:
+        config = self.options_of(config)
         groups = parse_groups(config.bitfit_groups)
         lrs = parse_group_lrs(config.bitfit_lr)
         by_group: dict[str, list[torch.Tensor]] = {}
@@ -132,6 +155,7 @@ class BitFit(Method):
 
     def clip_gradients(self, model: torch.nn.Module, config) -> None:
         """Clip the joint L2 norm of the trainable biases' gradients to `bitfit_clip` (0: off)."""
+        config = self.options_of(config)
         if config.bitfit_clip and config.bitfit_clip > 0:
             biases = [p for n, p in model.named_parameters() if p.requires_grad and n.endswith("bias")]
             torch.nn.utils.clip_grad_norm_(biases, config.bitfit_clip)

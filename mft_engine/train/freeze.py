@@ -3,10 +3,12 @@ pooler and the classifier train."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import torch
 
 from ..errors import ConfigError
+from ..fields import COUNT_MAX, check_int_range, help_field
 from .method import Method, Prepared, register_method
 
 _LAYER = re.compile(r"(?:^|\.)(?:encoder\.)?layers?\.(\d+)\.")
@@ -27,6 +29,16 @@ def num_layers(model: torch.nn.Module) -> int:
     return 1 + max((i for i in seen if i is not None), default=-1)
 
 
+@dataclass
+class FreezeOptions:
+    """Layer freezing's setting: how many of the lowest encoder layers stay frozen (with the embeddings)."""
+
+    freeze_layers: int = help_field("freeze: the embeddings and this many lowest encoder layers stay frozen", 0)
+
+    def __post_init__(self) -> None:
+        check_int_range("--freeze-layers", self.freeze_layers, 0, COUNT_MAX)
+
+
 @register_method
 class Freeze(Method):
     """Freeze the embeddings and layers 0 .. k-1 (k = `freeze_layers`); everything else trains.
@@ -35,9 +47,14 @@ class Freeze(Method):
     name = "freeze"
     summary = "embeddings and the lowest k layers frozen, the rest trains"
     default_lr = 5e-5
+    options = FreezeOptions
+
+    def describe(self, options: FreezeOptions) -> str:
+        """e.g. "freeze (4 layers)"."""
+        return f"freeze ({options.freeze_layers} layers)"
 
     def prepare(self, model: torch.nn.Module, config) -> Prepared:
-        k = int(config.freeze_layers)
+        k = int(self.options_of(config).freeze_layers)
         total = num_layers(model)
         if k > total:
             raise ConfigError(f"--freeze-layers {k} exceeds the model's {total} encoder layers")

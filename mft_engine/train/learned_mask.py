@@ -25,6 +25,7 @@ import copy
 import json
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +34,13 @@ import torch
 from torch.nn.utils import parametrize
 
 from ..errors import ConfigError, ModelError
+from ..fields import help_field
 from ..masking.eligibility import is_excluded
 from ..masking.mask import Mask
-from ..masking.selection import k_for
 from .freeze import layer_index, num_layers
+from .keep_mask import keep_count, top_k_mask
 from .lora import PLACEMENTS
+from .mask_baselines import evaluate_baselines
 from .method import METHOD_FILE, STORED_FILE, Method, Prepared, freeze_all, read_method_file, register_method
 
 MASK_INITS = ("magnitude", "constant")
@@ -106,6 +109,22 @@ def validate_options(keep_ratio: float, mask_layers, mask_modules: str, mask_ini
         raise ConfigError(f"--mask-init {mask_init!r} is not one of {', '.join(MASK_INITS)}")
 
 
+@dataclass
+class LearnedMaskOptions:
+    """The learned mask's settings: the share kept per tensor, which layers and modules are masked, and
+    where the scores start. Checked on creation (validate_options): ConfigError naming the flag."""
+
+    keep_ratio: float = help_field("learned-mask: share of each masked weight tensor kept, in (0, 1]", 0.9)
+    mask_layers: str = help_field("learned-mask: encoder layers masked: all | comma-separated numbers, e.g. 4,5", "all")
+    mask_modules: str = help_field("learned-mask: linear modules masked: all | attn-qkv | attn-full | ffn-only | full | "
+                                   "comma-separated module name patterns (glob or substring)", "all")
+    mask_init: str = help_field("learned-mask: scores start at |W| (magnitude: the magnitude mask) or all equal "
+                                "(constant)", "magnitude")
+
+    def __post_init__(self) -> None:
+        validate_options(self.keep_ratio, self.mask_layers, self.mask_modules, self.mask_init)
+
+
 def masked_modules(model: torch.nn.Module, mask_layers=None, mask_modules: str = "all") -> list[str]:
     """Full paths of the nn.Linear modules inside encoder layers that the options select, in model order.
 
@@ -134,31 +153,6 @@ def masked_modules(model: torch.nn.Module, mask_layers=None, mask_modules: str =
 
 
 # ------------------------------------------------------------------------------------------ the mask op
-
-def keep_count(keep_ratio: float, numel: int) -> int:
-    """k = ⌈keep_ratio · numel⌉ on the decimal given (0.3 × 10 is 3, not 4), at most numel."""
-    return k_for(keep_ratio, int(numel))
-
-
-def top_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Bool tensor shaped like `scores`, True at exactly the k largest |scores| (ties: lower flat index).
-
-    NaN scores rank last. Cost: one kthvalue (selection, O(n)) and a few elementwise passes; no sort.
-    """
-    a = scores.detach().abs().flatten()
-    n = a.numel()
-    if k >= n:
-        return torch.ones(scores.shape, dtype=torch.bool, device=scores.device)
-    if k <= 0:
-        return torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
-    a = torch.nan_to_num(a, nan=-1.0, posinf=float("inf"))
-    threshold = a.kthvalue(n - k + 1).values  # the k-th largest
-    above = a > threshold
-    need = k - int(above.sum())
-    tied = a == threshold
-    keep = above | (tied & (tied.cumsum(0) <= need))
-    return keep.view(scores.shape)
-
 
 class _MaskedWeight(torch.autograd.Function):
     """W ⊙ m in the forward (exact: m is 0 or 1); backward: ∂L/∂scores = ∂L/∂W_eff ⊙ W (straight through
@@ -323,8 +317,14 @@ class LearnedMask(Method):
     # The MFT paper's mask-tuning runs use AdamW at 2e-5 without weight decay; scores start at |W|, so
     # Adam's ~lr-sized steps move a weight across the threshold only when its |W| is near it.
     default_lr = 2e-5
+    options = LearnedMaskOptions
+
+    def describe(self, options: LearnedMaskOptions) -> str:
+        """e.g. "learned-mask (keep 0.9)"."""
+        return f"learned-mask (keep {options.keep_ratio})"
 
     def prepare(self, model: torch.nn.Module, config) -> Prepared:
+        config = self.options_of(config)
         validate_options(config.keep_ratio, config.mask_layers, config.mask_modules, config.mask_init)
         paths = masked_modules(model, config.mask_layers, config.mask_modules)
         freeze_all(model)
@@ -395,7 +395,6 @@ class LearnedMask(Method):
     def baselines(self, model: torch.nn.Module, config, evaluate: Callable[[torch.nn.Module], dict]) -> dict:
         """Metrics of the untrained controls at the same keep ratio (see mask_baselines), from the base
         model before `prepare`."""
-        from .mask_baselines import evaluate_baselines
-
+        seed, config = config.data.seed, self.options_of(config)
         paths = masked_modules(model, config.mask_layers, config.mask_modules)
-        return evaluate_baselines(model, paths, config.keep_ratio, evaluate, seed=config.data.seed)
+        return evaluate_baselines(model, paths, config.keep_ratio, evaluate, seed=seed)

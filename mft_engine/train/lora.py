@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .._optional import silence_bitsandbytes_notices
 from ..errors import ConfigError, ModelError
+from ..fields import help_field
 from .method import METHOD_FILE, Method, Prepared, read_method_file, register_method
 
 _QKV = r"attention\.self\.(query|key|value)"
@@ -29,6 +32,35 @@ PLACEMENTS: dict[str, str] = {
     "ffn-only": rf".*\.layer\.\d+\.{_FFN}",
     "full": rf".*\.layer\.\d+\.({_QKV}|{_ATTN_OUT}|{_FFN})",
 }
+
+
+#: the widest layer of the supported BERT-family encoders is far narrower; a larger rank is a typo
+LORA_RANK_MAX = 65536
+
+
+@dataclass
+class LoRAOptions:
+    """LoRA's settings (peft.LoraConfig's r, lora_alpha, lora_dropout and target_modules, the last as a
+    named placement), shared by lora, lora8 and qlora. Checked on creation: ConfigError naming the flag."""
+
+    lora_rank: int = help_field("LoRA rank r", 8)
+    lora_alpha: float = help_field("LoRA alpha (the update is scaled by alpha / r)", 16.0)
+    lora_dropout: float = help_field("dropout on the LoRA input", 0.1)
+    lora_placement: str = help_field("LoRA layers: attn-qkv | attn-full | ffn-only | full", "attn-qkv")
+
+    def __post_init__(self) -> None:
+        if self.lora_placement not in PLACEMENTS:
+            raise ConfigError(f"--lora-placement {self.lora_placement!r} is not one of {', '.join(PLACEMENTS)}")
+        if self.lora_rank < 1:
+            raise ConfigError(f"--lora-rank {self.lora_rank} must be >= 1")
+        if self.lora_rank > LORA_RANK_MAX:
+            # Allocating r x width adapters overflows or exhausts memory long before the model is checked.
+            raise ConfigError(f"--lora-rank {self.lora_rank} must be <= {LORA_RANK_MAX} (a rank above a layer's "
+                              "width adds nothing)")
+        if math.isnan(self.lora_alpha) or not self.lora_alpha > 0 or math.isinf(self.lora_alpha):
+            raise ConfigError(f"--lora-alpha {self.lora_alpha} must be a finite number > 0")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ConfigError(f"--lora-dropout {self.lora_dropout} must be in [0, 1)")
 
 
 def placement_pattern(placement: str) -> str:
@@ -44,11 +76,11 @@ def matched_modules(model: torch.nn.Module, placement: str) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and pattern.fullmatch(n)]
 
 
-def lora_targets(model: torch.nn.Module, config) -> list[str]:
-    """The module paths `config.lora_placement` adapts in `model`; ModelError when it matches none."""
-    targets = matched_modules(model, config.lora_placement)
+def lora_targets(model: torch.nn.Module, options: LoRAOptions) -> list[str]:
+    """The module paths `options.lora_placement` adapts in `model`; ModelError when it matches none."""
+    targets = matched_modules(model, options.lora_placement)
     if not targets:
-        raise ModelError(f"--lora-placement {config.lora_placement} matches no linear layer of this model "
+        raise ModelError(f"--lora-placement {options.lora_placement} matches no linear layer of this model "
                          "(expected BERT-style names such as encoder.layer.0.attention.self.query)")
     return targets
 
@@ -78,13 +110,19 @@ class LoRA(Method):
     name = "lora"
     summary = "low-rank adapters (HF PEFT) + trained classifier head"
     default_lr = 5e-4
+    options = LoRAOptions
+
+    def describe(self, options: LoRAOptions) -> str:
+        """e.g. "lora (attn-qkv, r=8)": the placement and rank tell LoRA runs apart."""
+        return f"{self.name} ({options.lora_placement}, r={options.lora_rank})"
 
     def prepare(self, model: torch.nn.Module, config) -> Prepared:
-        return self.wrap(model, config, lora_targets(model, config))
+        options = self.options_of(config)
+        return self.wrap(model, options, lora_targets(model, options))
 
-    def wrap(self, model: torch.nn.Module, config, targets: list[str]) -> Prepared:
-        """Add the adapters (`targets`: from `lora_targets` on the plain model) and the trained head to `model`
-        in place; return the PeftModel, its groups (adapters, head) and the notes. Shared with the quantized
+    def wrap(self, model: torch.nn.Module, config: LoRAOptions, targets: list[str]) -> Prepared:
+        """Add the adapters (`config`: the LoRA options; `targets`: from `lora_targets` on the plain model) and
+        the trained head to `model` in place; return the PeftModel, its groups (adapters, head) and the notes. Shared with the quantized
         methods, which pass their quantized base. Cost: two r × n matrices per target layer and a head copy."""
         peft = _import_peft()
         lcfg = peft.LoraConfig(task_type=peft.TaskType.SEQ_CLS, r=int(config.lora_rank),

@@ -109,7 +109,8 @@ class QuantizedLoRA(LoRA):
         """Quantize a copy of `model`, freeze it and turn on gradient checkpointing
         (prepare_model_for_kbit_training), then add LoRA's adapters and head (`LoRA.wrap`). The returned model is
         the wrapped quantized copy; `model` itself is not changed."""
-        targets = lora_targets(model, config)  # before the costly copy: a bad placement fails at once
+        options = self.options_of(config)
+        targets = lora_targets(model, options)  # before the costly copy: a bad placement fails at once
         quantized = self.quantize(model)  # first: it checks bitsandbytes before peft imports it
 
         from peft import prepare_model_for_kbit_training
@@ -122,7 +123,7 @@ class QuantizedLoRA(LoRA):
                                                         gradient_checkpointing_kwargs={"use_reentrant": False})
             self.gradient_checkpointing = bool(getattr(quantized, "is_gradient_checkpointing", False))
         n_quantized = sum(1 for m in quantized.modules() if _is_bnb_linear(m))
-        prepared = self.wrap(quantized, config, targets)
+        prepared = self.wrap(quantized, options, targets)
         prepared.notes.update({"quantization": {**self.quantization_notes(), "quantized_linear_layers": n_quantized,
                                                 "skip_modules": list(SKIP_MODULES),
                                                 "built_by": "save_pretrained to a temporary folder, then "

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .learned_mask import keep_count, top_k_mask
+from .keep_mask import keep_count, top_k_mask
 
 BASELINES = ("magnitude", "random", "row-l1")
 

@@ -1,8 +1,11 @@
 """The fine-tuning `Method` interface and its registry.
 
 A method decides which parameters train (and may wrap the model, as LoRA does), which parameters must
-be stored to reproduce the result, and how to save and load them. Adding a method is one file with a
-`Method` subclass decorated by `@register_method`; names are unique and lowercase.
+be stored to reproduce the result, and how to save and load them. It declares its own settings as an
+options dataclass (as peft's per-method configs: LoraConfig, ...), which FinetuneConfig composes so its
+fields are flat flags and config.json keys, and how a run describes itself in the methods table
+(`describe`). Adding a method is one file with a `Method` subclass decorated by `@register_method`, plus
+one import line in train/registry.py; names are unique and lowercase.
 
 What "stored" means: the parameters a user must keep, next to the base model (its name and seed; a
 random head is re-created from the seed), to rebuild the fine-tuned model exactly. Full fine-tuning
@@ -10,8 +13,10 @@ stores everything; BitFit its trained biases; LoRA its adapter and the classifie
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -50,6 +55,21 @@ class Method:
     default_lr: ClassVar[float] = 5e-5
     #: whether the method turns gradient checkpointing on (reported in the methods table)
     gradient_checkpointing: ClassVar[bool] = False
+    #: the method's own settings: a dataclass whose fields (declared with fields.help_field, checked in
+    #: its __post_init__) FinetuneConfig composes, flat, under their own names, so they are flags and
+    #: config.json keys. Methods that share settings share the class (lora, lora8 and qlora). None: none.
+    options: ClassVar[type | None] = None
+
+    def describe(self, options: Any) -> str:
+        """The run's label in the methods table (`mft compare`): the name with the settings that tell its
+        runs apart, from `options` (an instance of `options`, None for a method without settings), e.g.
+        "lora (attn-qkv, r=8)". Default: the name. Recorded in results.json as `method_label`."""
+        return self.name
+
+    def options_of(self, config) -> Any:
+        """This method's settings in a FinetuneConfig (the composed `options` instance), or None when
+        the method declares none."""
+        return config.method_options(self.name)
 
     def prepare(self, model: torch.nn.Module, config) -> Prepared:
         """Set requires_grad (and wrap the model if the method does); return the model to train and its
@@ -118,6 +138,7 @@ def read_method_file(folder: Path) -> dict[str, Any]:
 
 
 _METHODS: dict[str, type[Method]] = {}
+_LISTENERS: list[Callable[[type[Method]], None]] = []
 
 
 def register_method(cls: type[Method]) -> type[Method]:
@@ -131,8 +152,33 @@ def register_method(cls: type[Method]) -> type[Method]:
         raise ConfigError(f"method name {name!r} must be lowercase letters, digits or '-'")
     if name in _METHODS and _METHODS[name] is not cls:
         raise ConfigError(f"method {name!r} is already registered by {_METHODS[name].__qualname__}")
+    if cls.options is not None and not dataclasses.is_dataclass(cls.options):
+        raise ConfigError(f"method {name!r}: options must be a dataclass, got {cls.options!r}")
+    if name not in _METHODS:
+        for callback in _LISTENERS:  # first: a clash of flat option names leaves the method unregistered
+            callback(cls)
     _METHODS[name] = cls
     return cls
+
+
+def method_class(name: str) -> type[Method]:
+    """The Method subclass registered as `name`; ConfigError naming the registered ones otherwise."""
+    cls = _METHODS.get(str(name).strip().lower())
+    if cls is None:
+        raise ConfigError(f"--method {name!r} is not a registered method; expected one of {', '.join(method_names())}")
+    return cls
+
+
+def registered_methods() -> list[type[Method]]:
+    """The registered Method subclasses, in registration order (FinetuneConfig composes their options in
+    this order, so flags and config.json keys keep theirs)."""
+    return list(_METHODS.values())
+
+
+def on_register(callback: Callable[[type[Method]], None]) -> None:
+    """Call `callback(cls)` for every method registered from now on (FinetuneConfig composes the options
+    of a method registered after it was built, e.g. a plugin's or a test's)."""
+    _LISTENERS.append(callback)
 
 
 def method_names() -> list[str]:
@@ -142,10 +188,7 @@ def method_names() -> list[str]:
 
 def get_method(name: str) -> Method:
     """A new instance of the method registered as `name`; ConfigError naming the registered ones otherwise."""
-    cls = _METHODS.get(str(name).strip().lower())
-    if cls is None:
-        raise ConfigError(f"--method {name!r} is not a registered method; expected one of {', '.join(method_names())}")
-    return cls()
+    return method_class(name)()
 
 
 def count_elements(params) -> int:

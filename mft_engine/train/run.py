@@ -161,6 +161,8 @@ def finetune(config: FinetuneConfig, progress: Progress | None = None,
             "versions": versions(),
             "machine": machine_info(),
             "method": cfg.method,
+            # how the method describes this run in the methods table (`mft compare` reads it)
+            "method_label": method.describe(cfg.method_options()),
             "method_notes": prepared.notes,
             "gradient_checkpointing": method.gradient_checkpointing,
             "model": {"source": lm.source, "kind": lm.kind},
@@ -213,6 +215,24 @@ def _line(label: str, m: dict) -> str:
     return f"{label:<16} " + "  ".join(f"{k} {v:.4f}" for k, v in m.items())
 
 
+def precision_lines(record: dict[str, Any]) -> list[str]:
+    """How the numbers were held: the trained tensors' dtype and the forward/backward precision, and for a
+    quantized base (lora8, qlora) its scheme, bits and compute dtype, from `method_notes.quantization`."""
+    prec = record["config"].get("precision", "fp32")
+    compute = "bf16 autocast" if prec == "bf16" else "fp32"
+    q = (record.get("method_notes") or {}).get("quantization")
+    if not q:
+        return [f"precision: fp32 weights, forward/backward {compute}"]
+    layers = q.get("quantized_linear_layers")
+    base = f"{q.get('bits', '?')}-bit {q.get('scheme', 'quantized')}"
+    qcompute = f", compute dtype {q['compute_dtype']}" if q.get("compute_dtype") else ""
+    threshold = f", outlier threshold {q['outlier_threshold']:g}" if isinstance(q.get("outlier_threshold"), (int, float)) else ""
+    return [f"quantization: base {base}{qcompute}{threshold}"
+            + (f", {layers} linear layers quantized" if layers is not None else "")
+            + (f" (kept unquantized: {', '.join(q['skip_modules'])})" if q.get("skip_modules") else ""),
+            f"precision: adapters and head fp32, forward/backward {compute} over the quantized base"]
+
+
 def summary_text(record: dict[str, Any]) -> str:
     """summary.txt: the run's headline figures, each also in results.json."""
     c = record["config"]
@@ -221,8 +241,9 @@ def summary_text(record: dict[str, Any]) -> str:
         f"model {record['model']['source']}  data {record['data']['train_source']}",
         f"machine {record['machine']['cpu']}  threads {record['machine']['torch_threads']}",
         f"samples {record['data']['samples_used']}  steps {record['training']['steps']}  batch {c['batch_size']}  "
-        f"lr {c['lr']:g}  precision {c['precision']}  seed {c['seed']}"
+        f"lr {c['lr']:g}  seed {c['seed']}"
         + ("  (stopped early)" if record["training"]["stopped_early"] else ""),
+        *precision_lines(record),
         "",
         (f"trainable parameters {record['trainable_params']:,} of {record['total_params']:,} "
          f"({100 * record['trainable_share']:.4f}%)"),

@@ -93,7 +93,7 @@ def test_model_path_that_is_not_a_model(tmp_path, capsys):
 def test_nonfinite_gradient_in_state_names_parameter(tmp_path, capsys):
     g = sst2_folder(tmp_path / "g")
     out = tmp_path / "results"
-    assert main(["run", *TINY, "--data-dir", str(g), "--out", str(out)]) == 0
+    assert main(["run", *TINY, "--data-dir", str(g), "--out", str(out), "--save-state"]) == 0
     run_dir = next(out.iterdir())
     from mft_engine.collect import GradientState
 

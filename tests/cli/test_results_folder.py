@@ -220,7 +220,9 @@ def test_mft_run_on_a_full_disk(tmp_path, capsys, every):
     if not _mount_tmpfs(disk, "2m" if every == "0" else "80m"):
         pytest.skip("cannot mount a size-limited tmpfs here (the simulated ENOSPC test covers it)")
     try:
-        code = main(["run", *TINY, "--data-dir", str(g), "--out", str(disk), "--checkpoint-every", every])
+        # --save-state: the 70 MB gradient state is what overflows the 2 MB disk (it is not written by default)
+        code = main(["run", *TINY, "--data-dir", str(g), "--out", str(disk), "--checkpoint-every", every,
+                     "--save-state"])
         err = capsys.readouterr().err.strip()
         assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
         assert "no space left on device" in err.lower()

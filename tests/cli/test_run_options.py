@@ -42,7 +42,7 @@ def test_seeded_order_and_mean_reduction(tmp_path):
 
 
 def test_same_seed_same_mask_and_state_reuse(tmp_path):
-    d1, r1 = _run(tmp_path, "a", "--samples", "16", "--batch-size", "8")
+    d1, r1 = _run(tmp_path, "a", "--samples", "16", "--batch-size", "8", "--save-state")
     d2, r2 = _run(tmp_path, "b", "--samples", "16", "--batch-size", "8")
     m1, m2 = Mask.load(d1 / "mask.safetensors"), Mask.load(d2 / "mask.safetensors")
     assert torch.equal(m1.indices, m2.indices), "same seed, data, config and machine: same mask"

@@ -17,6 +17,16 @@ from . import dist_collect
 SCRIPT = Path(dist_collect.__file__)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One thread here, as each torchrun rank has; the suite's thread count is put back afterwards (other
+    tests compare in-process runs with subprocess runs bit for bit)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def torchrun(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
     exe = shutil.which("torchrun")
     cmd = [exe] if exe else [sys.executable, "-m", "torch.distributed.run"]
@@ -40,14 +50,12 @@ def test_batch_seed_depends_on_seed_and_index_only():
 
 
 def test_one_process_is_unchanged_by_reduce_state():
-    torch.set_num_threads(1)
     model, batches = dist_collect.batches()
     state = collect_gradients(model, batches[:2], train_mode=True, dropout_seed=1)
     assert reduce_state(state, World()) is state
 
 
 def test_a_batch_draws_the_same_dropout_whichever_shard_computes_it():
-    torch.set_num_threads(1)
     model, batches = dist_collect.batches()
     whole = collect_gradients(model, batches[:4], train_mode=True, dropout_seed=7)
     tail = collect_gradients(model, batches[2:4], train_mode=True, dropout_seed=7, first_index=2)
@@ -57,7 +65,6 @@ def test_a_batch_draws_the_same_dropout_whichever_shard_computes_it():
 
 
 def test_two_gloo_processes_equal_one_process(tmp_path):
-    torch.set_num_threads(1)
     out = tmp_path / "state.safetensors"
     r = torchrun(str(out))
     assert r.returncode == 0, r.stderr[-3000:]

@@ -1,4 +1,5 @@
-"""`mft run` end to end: pretrained MiniLM on real SST-2 from ../shared/data/glue (200 samples)."""
+"""`mft run` end to end on real SST-2 from ../shared/data/glue: pretrained MiniLM with a new head (200
+samples; the chance warning), and the default fine-tuned classifier (minilm-sst2)."""
 from __future__ import annotations
 
 import json
@@ -21,9 +22,12 @@ def test_minilm_sst2_results_folder(tmp_path, shared_glue):
     (run_dir,) = list(out.iterdir())
     assert run_dir.name.startswith("mft_") and not run_dir.name.endswith(".partial")
     for f in ("results.json", "summary.txt", "layers.csv", "gradient_statistics.json", "mask_0.05.safetensors",
-              "mask_0.1.safetensors", "gradient_state.safetensors", "training_loss.png", "layer_zeroed.png",
-              "logs/run.log"):
+              "mask_0.1.safetensors", "accuracy.png", "collection_loss.png", "layer_zeroed.png", "logs/run.log"):
         assert (run_dir / f).is_file(), f
+    assert not (run_dir / "gradient_state.safetensors").exists() and not (run_dir / "training_loss.png").exists()
+    summary = (run_dir / "summary.txt").read_text()
+    assert "NEW, UNTRAINED classification head" in summary
+    assert "WARNING: the classifier is at chance" in summary, summary
     rec = json.loads((run_dir / "results.json").read_text())
     assert rec["data"]["samples_used"] == 192 and rec["data"]["rows_used"] == list(range(192))
     assert rec["collection"]["batch_sizes"] == [32] * 6
@@ -36,6 +40,10 @@ def test_minilm_sst2_results_folder(tmp_path, shared_glue):
         assert {"accuracy", "precision", "recall", "f1", "confusion_matrix"} <= set(f["after"])
         assert "control" in f
     assert {"versions", "machine", "timings", "config"} <= set(rec)
+    assert rec["chance"]["at_chance"] and rec["model"]["kind"] == "minilm"
+    t = rec["timings"]
+    parts = sum(v for k, v in t.items() if k != "total_s")
+    assert abs(parts - t["total_s"]) <= 0.05 * t["total_s"], t
     assert rec["versions"]["torch"].startswith("2.13")
 
     # The masked model: zeroed parameters are zero, and restore is exact.
@@ -58,3 +66,17 @@ def test_minilm_sst2_results_folder(tmp_path, shared_glue):
     back = load_model(str(tmp_path / "exported"), 2)
     flat = torch.cat([back.model.get_parameter(n).detach().reshape(-1) for n in mask.names])
     assert bool((flat[mask.indices] == 0).all())
+
+
+def test_the_default_run_studies_the_fine_tuned_classifier(tmp_path, shared_glue):
+    """`mft run` with its defaults but fewer samples (the model, "before" and the summary do not depend on them)."""
+    out = tmp_path / "results"
+    assert main(["run", "--data-dir", str(shared_glue), "--samples", "64", "--out", str(out), "--quiet"]) == 0
+    (run_dir,) = list(out.iterdir())
+    rec = json.loads((run_dir / "results.json").read_text())
+    assert rec["config"]["model"] == "minilm-sst2" and rec["model"]["kind"] == "bundled"
+    assert rec["before"]["n"] == 872 and rec["before"]["accuracy"] >= 0.85, rec["before"]
+    assert not rec["chance"]["at_chance"]
+    summary = (run_dir / "summary.txt").read_text()
+    assert "classifier: a fine-tuned classifier" in summary and "minilm-sst2" in summary
+    assert "at chance" not in summary

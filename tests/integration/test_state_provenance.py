@@ -18,7 +18,7 @@ def state32(tmp_path_factory):
     root = tmp_path_factory.mktemp("prov")
     g = sst2_folder(root / "g", train_rows=[f"film {i} {'good' if i % 2 else 'bad'}\t{i % 2}" for i in range(80)])
     out = root / "out"
-    assert main(["run", *TINY, "--samples", "32", "--data-dir", str(g), "--out", str(out)]) == 0
+    assert main(["run", *TINY, "--samples", "32", "--data-dir", str(g), "--out", str(out), "--save-state"]) == 0
     (run_dir,) = list(out.iterdir())
     return g, run_dir / "gradient_state.safetensors"
 

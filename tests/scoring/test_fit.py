@@ -8,8 +8,8 @@ import torch
 
 from mft_engine.errors import ConfigError
 from mft_engine.models import load_model
-from mft_engine.scoring.fit import InverseFit, fit_inverse, load_fit
-from mft_engine.scoring.hvp import explicit_gauss_newton, explicit_hessian, flatten, gnvp, hvp, random_like
+from mft_engine.scoring.curvature.fit import InverseFit, fit_inverse, load_fit
+from mft_engine.scoring.curvature.hvp import explicit_gauss_newton, explicit_hessian, flatten, gnvp, hvp, random_like
 from mft_engine.scoring.objective import eval_objective
 
 from ..conftest import synthetic_batch

@@ -196,7 +196,7 @@ def test_bad_inputs(oracle, model, batches):
 
 def test_key_bias_restart_is_a_no_op_up_to_rounding(oracle):
     """The oracle short-cuts key-bias entries to 0; the restart path itself agrees (softmax shift invariance)."""
-    from mft_engine.scoring.bert_layers import Change, restart_layer
+    from mft_engine.scoring.ground_truth.bert_forward import Change, restart_layer
 
     c = oracle.cache.layers[0]
     d = -float(oracle.weights.layers[0].k_b[5])

@@ -8,7 +8,7 @@ import torch
 
 from mft_engine.errors import ConfigError
 from mft_engine.models import load_model
-from mft_engine.scoring.hvp import (
+from mft_engine.scoring.curvature.hvp import (
     auto_gnvp_method,
     batched_gnvp,
     batched_hvp,
@@ -145,7 +145,7 @@ def test_batched_products_equal_loops(block):
 
 
 def test_factor_products_in_small_blocks_and_three_classes(monkeypatch):
-    import mft_engine.scoring.hvp as hvp_module
+    import mft_engine.scoring.curvature.hvp as hvp_module
 
     obj = tiny_objective(["classifier.weight", "bert.encoder.layer.0.output.dense.bias"], num_labels=3, seed=2)
     vs = [vector(obj, s) for s in range(20, 26)]

@@ -6,7 +6,7 @@ import pytest
 from scipy.stats import spearmanr
 from sklearn.metrics import balanced_accuracy_score, matthews_corrcoef
 
-from mft_engine.scoring.judge import average_ranks, base_rate, best_signed, judge_scorer, sign_figures, spearman
+from mft_engine.scoring.ground_truth.judge import average_ranks, base_rate, best_signed, judge_scorer, sign_figures, spearman
 
 
 @pytest.mark.parametrize("seed", range(5))

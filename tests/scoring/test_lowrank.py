@@ -6,9 +6,9 @@ import torch
 
 from mft_engine.errors import ConfigError
 from mft_engine.models import load_model
-from mft_engine.scoring.fit import fit_inverse
-from mft_engine.scoring.hvp import explicit_gauss_newton, flatten, random_like
-from mft_engine.scoring.lowrank import chunk_examples_for, gauss_newton_lowrank, lowrank_solve
+from mft_engine.scoring.curvature.fit import fit_inverse
+from mft_engine.scoring.curvature.hvp import explicit_gauss_newton, flatten, random_like
+from mft_engine.scoring.curvature.lowrank import chunk_examples_for, gauss_newton_lowrank, lowrank_solve
 from mft_engine.scoring.objective import eval_objective
 
 from ..conftest import synthetic_batch

@@ -15,7 +15,8 @@ from mft_engine.ops.reference import reference_detrimental_score
 from mft_engine.scoring.base import Scorer, get_scorer, register_scorer, scorer_names
 from mft_engine.scoring.inputs import MissingStatisticError, ScoringInputs
 from mft_engine.scoring.objective import Objective, math_attention
-from mft_engine.scoring.stats import per_example_gradients
+from mft_engine.scoring.scorers.influence import fit_influence_solve
+from mft_engine.scoring.scorers.stats import per_example_gradients
 
 NAMES = ["bert.encoder.layer.1.output.dense.weight", "bert.encoder.layer.1.output.dense.bias",
          "bert.encoder.layer.1.output.LayerNorm.weight", "bert.pooler.dense.weight", "bert.pooler.dense.bias",
@@ -151,6 +152,7 @@ def test_every_scorer_returns_float64_cpu_shaped_like_the_parameters(setup):
     model, _, _ = setup
     own = dict(model.named_parameters())
     inputs = _inputs(setup)  # one inputs: the statistics are shared through its cache
+    fit_influence_solve(inputs)  # fit, then score: the influence scorer only loads the fit
     for name in BUILTIN:
         out = get_scorer(name).score(inputs)
         assert list(out) == NAMES
@@ -244,7 +246,7 @@ def test_taylor2_second_order_term_is_the_explicit_gauss_newton_diagonal(setup):
 
 
 def test_fisher_diagonal_and_fisher_taylor_against_a_loop(setup):
-    from mft_engine.scoring.stats import fisher_diagonal
+    from mft_engine.scoring.scorers.stats import fisher_diagonal
 
     model, batches, _ = setup
     own = dict(model.named_parameters())
@@ -376,14 +378,15 @@ def test_obs_blocks_against_explicit_inverse(setup):
 
 def test_influence_against_an_explicit_solve(setup):
     """−s ⊙ θ with s = (G + λI)⁻¹ ∇L_score, G the explicit training Gauss-Newton matrix of a small block."""
-    from mft_engine.scoring.hvp import explicit_gauss_newton
-    from mft_engine.scoring.influence import influence_scores
+    from mft_engine.scoring.curvature.hvp import explicit_gauss_newton
+    from mft_engine.scoring.scorers.influence import influence_scores
 
     model, batches, state = setup
     block = ["classifier.weight", "classifier.bias", "bert.pooler.dense.bias"]
     train = Objective(model, batches[:1], block)
     inputs = ScoringInputs(model=model, names=block, state=state, train=train, score=Objective(model, batches, block),
                            damping=1e-3, options={"cg_tol": 1e-12, "cg_max_iter": 500})
+    fit_influence_solve(inputs)  # fit, then score: the scorer only loads the fit
     scores, fit = influence_scores(inputs)
     G = explicit_gauss_newton(train)
     g = torch.cat([torch.autograd.grad(_explicit_loss(model, batches, {n: p for n, p in model.named_parameters()}),

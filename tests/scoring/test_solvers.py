@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mft_engine.errors import ConfigError, MftError
-from mft_engine.scoring.solvers import (
+from mft_engine.scoring.curvature.solvers import (
     Block,
     SolverError,
     block_diagonal_solve,

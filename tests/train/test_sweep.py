@@ -13,7 +13,7 @@ import pytest
 from mft_engine.cli import main
 from mft_engine.errors import ConfigError
 from mft_engine.evaluate.bootstrap import bootstrap_ci
-from mft_engine.train import sweep as sweep_module
+from mft_engine.train.sweep import runs as sweep_module
 from mft_engine.train.sweep import SweepConfig, cell_id, parse_grid, parse_value
 
 from ..cli.test_bad_input import assert_clean_failure
@@ -279,8 +279,8 @@ def test_an_error_while_resuming_keeps_every_finished_cell(keyword_glue, tmp_pat
 
     calls.clear()
     kill_at.clear()
-    write_csv = sweep_module._write_csv
-    monkeypatch.setattr(sweep_module, "_write_csv", disk_full)
+    write_csv = sweep_module.write_csv
+    monkeypatch.setattr(sweep_module, "write_csv", disk_full)
     code, _, err = _cli(["sweep", "--resume", str(partial), "--quiet"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert "no space left on device" in err.lower() and f"--resume {partial}" in err
@@ -288,7 +288,7 @@ def test_an_error_while_resuming_keeps_every_finished_cell(keyword_glue, tmp_pat
     assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (partial / "cells" / "lr=0.001").rglob("*") if p.is_file()} == first
     assert sorted(p.name for p in (partial / "cells").iterdir()) == ["lr=0.001", "lr=0.002"]
 
-    monkeypatch.setattr(sweep_module, "_write_csv", write_csv)  # the disk has room again
+    monkeypatch.setattr(sweep_module, "write_csv", write_csv)  # the disk has room again
     calls.clear()
     code, _, err = _cli(["sweep", "--resume", str(partial), "--quiet"], capsys)
     assert code == 0, err

@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import ConfigError
+from ...errors import ConfigError
+from ..objective import Objective
 from .hvp import example_factors, flatten, single_examples, split_params
-from .objective import Objective
 
 Params = dict[str, torch.Tensor]
 

@@ -1,6 +1,6 @@
 """A hand-written BERT classifier forward over packed examples that can restart from cached activations.
 
-What ground truth (scoring/ground_truth.py) runs instead of the HF forward, so that zeroing one parameter
+What ground truth (scoring/ground_truth/oracle.py) runs instead of the HF forward, so that zeroing one parameter
 re-runs only what lies downstream of it. It reproduces HF `BertForSequenceClassification` in eval mode
 (absolute positions, post-LayerNorm encoder, pooler on the first token, no dropout) to rounding.
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..errors import DataError, ModelError
+from ...errors import DataError, ModelError
 
 Tensor = torch.Tensor
 

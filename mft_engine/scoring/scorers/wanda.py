@@ -1,10 +1,13 @@
 """The `wanda` scorer: |W_ij|·‖X_j‖₂ (Sun et al. 2024, "A Simple and Effective Pruning Approach for LLMs")."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from .base import Scorer, register_scorer
-from .inputs import ScoringInputs
+from ...fields import help_field
+from ..base import Scorer, register_scorer
+from ..inputs import ScoringInputs
 from .stats import score_linear_weights
 
 
@@ -18,13 +21,20 @@ def within_row_rank_fraction(s: torch.Tensor) -> torch.Tensor:
     return out / s.shape[1]
 
 
+@dataclass
+class WandaOptions:
+    """wanda's setting: global scores, or each entry's rank fraction within its row (Wanda's grouping)."""
+
+    wanda_per_row: bool = help_field("wanda: score each entry by its rank fraction within its row", False)
+
+
 @register_scorer
 class WandaScorer(Scorer):
     """score = |W_ij|·‖X_j‖₂ for the weight W [out, in] of every nn.Linear (unsigned: predicted harm ≥ 0).
 
     ‖X_j‖₂ = sqrt(Σ x_j²) of input feature j over the tokens the collection pass fed the module (from the
     GradientState's activation statistics; MissingStatisticError without them). The score is global by
-    default: it compares entries across all layers. With inputs.options["wanda_per_row"] = True it is
+    default: it compares entries across all layers. With WandaOptions.wanda_per_row = True it is
     Wanda's per-output grouping made global: each entry's score is replaced by its within-row rank
     fraction r/in ∈ (0, 1] (r = 1-based ascending rank in its row, ties by lower column index), so taking
     the k globally lowest removes about the same fraction of every row, as Wanda's per-row pruning does.
@@ -39,13 +49,14 @@ class WandaScorer(Scorer):
     signed = False
     description = ("|W_ij|·‖X_j‖₂ on nn.Linear weights (activation statistics); unsigned: predicted harm "
                    "≥ 0; NaN (not scored) for biases and non-Linear parameters")
+    options = WandaOptions
 
     def __init__(self) -> None:
         self.last_excluded = 0
         self.last_excluded_names: list[str] = []
 
     def score(self, inputs: ScoringInputs) -> dict[str, torch.Tensor]:
-        per_row = bool(inputs.options.get("wanda_per_row", False))
+        per_row = bool(inputs.settings(WandaOptions).wanda_per_row)
 
         def wanda(w: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
             s = w.abs() * norms[None, :]

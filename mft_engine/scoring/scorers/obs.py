@@ -9,12 +9,15 @@ kept in `inputs.cached` under a key naming block size, sample count, seed and da
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from ..errors import ConfigError
-from .base import Scorer, as_scores, register_scorer
-from .inputs import ScoringInputs
-from .objective import Objective
+from ...errors import ConfigError
+from ...fields import help_field
+from ..base import Scorer, as_scores, register_scorer
+from ..inputs import ScoringInputs
+from ..objective import Objective
 from .stats import memory_budget, per_example_gradients, squared_gradient_sum
 
 DEFAULT_BLOCK = 50
@@ -78,13 +81,27 @@ def _groups(objective: Objective, names: list[str], m: int, max_bytes: int) -> l
     return groups
 
 
+@dataclass
+class ObsOptions:
+    """obs's settings: the block size, the per-example gradients m, their seed and an explicit damping."""
+
+    obs_block: int = help_field("obs: consecutive flat entries per block of the empirical Fisher (oBERT: 50)",
+                                DEFAULT_BLOCK)
+    obs_samples: int | None = help_field("obs: per-example gradients m (default: 64, or the scoring half "
+                                         "when it has fewer)", None)
+    obs_seed: int = help_field("obs: seed drawing the m scoring-half examples", 0)
+    obs_damping: float | None = help_field("obs: absolute damping λ (default: inputs.damping, else 1e-3 × "
+                                           "the Fisher's mean diagonal)", None)
+
+
 def _options(inputs: ScoringInputs) -> tuple[int, int, int, float | None]:
-    """(block, samples, seed, explicit damping or None) from inputs.options, checked."""
-    block = int(inputs.options.get("obs_block", DEFAULT_BLOCK))
+    """(block, samples, seed, explicit damping or None) from the ObsOptions, checked."""
+    opts = inputs.settings(ObsOptions)
+    block = int(opts.obs_block)
     n = inputs.score.n
     # The default adapts to a scoring half smaller than 64 examples; an explicit count must be available.
-    m = int(inputs.options.get("obs_samples", min(DEFAULT_SAMPLES, n)))
-    seed = int(inputs.options.get("obs_seed", 0))
+    m = int(opts.obs_samples) if opts.obs_samples is not None else min(DEFAULT_SAMPLES, n)
+    seed = int(opts.obs_seed)
     if block < 1:
         raise ConfigError(f"obs_block={block} must be >= 1 (oBERT uses 50)")
     if m > n:
@@ -92,7 +109,7 @@ def _options(inputs: ScoringInputs) -> tuple[int, int, int, float | None]:
     if m < block:
         raise ConfigError(f"obs_samples={m} is below obs_block={block}: the empirical Fisher of a block has "
                           f"rank at most the sample count; use at least {block} samples")
-    damping = inputs.options.get("obs_damping")
+    damping = opts.obs_damping
     if damping is None:
         damping = inputs.damping
     if damping is not None:
@@ -105,15 +122,15 @@ def _options(inputs: ScoringInputs) -> tuple[int, int, int, float | None]:
 def obs_inverse_diagonal(inputs: ScoringInputs) -> tuple[dict[str, torch.Tensor], float]:
     """The OBS fit: ({name: diag(F_B⁻¹) shaped like the parameter, float64 CPU}, λ used), cached.
 
-    F_B = (1/m) Σ_e g_e,B g_e,Bᵀ + λI over blocks of inputs.options["obs_block"] (50) consecutive flat
-    entries of each tensor, g_e the per-example gradients of m = options["obs_samples"] (default 64, or
-    every example when the scoring half has fewer) scoring-half examples drawn with options["obs_seed"]
-    (0). λ = options["obs_damping"], else inputs.damping, else 1e-3 × the mean diagonal of the empirical
+    F_B = (1/m) Σ_e g_e,B g_e,Bᵀ + λI over blocks of ObsOptions.obs_block (50) consecutive flat
+    entries of each tensor, g_e the per-example gradients of m = obs_samples (default 64, or
+    every example when the scoring half has fewer) scoring-half examples drawn with obs_seed
+    (0). λ = obs_damping, else inputs.damping, else 1e-3 × the mean diagonal of the empirical
     Fisher, (1/(mP)) Σ_e ‖g_e‖² over all P eligible entries.
     ConfigError when m < block or an explicit obs_samples exceeds the scoring half.
 
     Cost: one per-example (vmap) pass over the m examples per group of tensors whose m gradients fit
-    in options["per_example_memory_mb"] (one group for small models), plus one more such pass when λ
+    in StatisticsOptions.per_example_memory_mb (one group for small models), plus one more such pass when λ
     must be computed and there are several groups; the block inverses cost O(P B²). Memory: m × (group
     size) × itemsize for the gradients, the block stacks (see block_inverse_diagonal), and the result,
     one float64 per eligible entry.
@@ -157,8 +174,7 @@ class ObsScorer(Scorer):
     increase ≥ 0 of zeroing θ_i when the other weights of its block are updated to compensate.
 
     F_B is the damped empirical Fisher of its block of 50 consecutive flat entries (the last block of a
-    tensor smaller) from m ≥ 50 per-example gradients of the scoring-half loss; options "obs_block",
-    "obs_samples", "obs_seed", "obs_damping" (see obs_inverse_diagonal, which also states the cost).
+    tensor smaller) from m ≥ 50 per-example gradients of the scoring-half loss; options: ObsOptions (see obs_inverse_diagonal, which also states the cost).
     After a call, `last_damping` is the λ used. Needs the scoring-half Objective.
     """
 
@@ -166,6 +182,7 @@ class ObsScorer(Scorer):
     signed = False
     description = ("θ²/(2[F_B⁻¹]_ii), block-diagonal empirical Fisher over 50-entry blocks (oBERT); "
                    "unsigned: predicted harm ≥ 0 with the block compensating")
+    options = ObsOptions
 
     def __init__(self) -> None:
         self.last_damping: float | None = None

@@ -3,16 +3,16 @@ from __future__ import annotations
 
 import torch
 
-from .base import Scorer, as_scores, register_scorer
-from .inputs import ScoringInputs
-from .objective import Objective
+from ..base import Scorer, as_scores, register_scorer
+from ..inputs import ScoringInputs
+from ..objective import Objective
 from .stats import second_order_scores
 
 
 def score_gauss_newton_diagonal(inputs: ScoringInputs) -> dict[str, torch.Tensor]:
     """G_ii: the exact diagonal of the Gauss-Newton matrix of L_score over `inputs.names`.
 
-    G = (1/n) Σ_e J_eᵀ (diag p_e − p_e p_eᵀ) J_e (J_e = ∂logits_e/∂θ), from scoring/hvp.py's
+    G = (1/n) Σ_e J_eᵀ (diag p_e − p_e p_eᵀ) J_e (J_e = ∂logits_e/∂θ), from scoring/curvature/hvp.py's
     gauss_newton_diagonal. Returns {name: float64 CPU tensor shaped like the parameter}; cached under
     "score_gn_diagonal". Cost: that function's (per-example, per-class backward passes over the scoring
     half), once per inputs.
@@ -20,7 +20,7 @@ def score_gauss_newton_diagonal(inputs: ScoringInputs) -> dict[str, torch.Tensor
     inputs.require("taylor2", score_objective=inputs.score)
 
     def compute() -> dict[str, torch.Tensor]:
-        from .hvp import gauss_newton_diagonal  # lazily: the curvature code is only needed here
+        from ..curvature.hvp import gauss_newton_diagonal  # lazily: the curvature code is only needed here
 
         objective = inputs.score
         if list(objective.names) != list(inputs.names):

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import Scorer, as_scores, register_scorer
-from .inputs import ScoringInputs
+from ..base import Scorer, as_scores, register_scorer
+from ..inputs import ScoringInputs
 
 
 @register_scorer

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from ..ops import detrimental_score, round_lr
-from .base import Scorer, as_scores, register_scorer
-from .inputs import MissingStatisticError, ScoringInputs
+from ...ops import detrimental_score, round_lr
+from ..base import Scorer, as_scores, register_scorer
+from ..inputs import MissingStatisticError, ScoringInputs
 
 
 @register_scorer

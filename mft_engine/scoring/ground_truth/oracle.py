@@ -3,7 +3,7 @@
 L is the mean per-example cross-entropy of a BERT classifier over fixed batches (the scoring half of the
 validation split), eval mode, float64 by default. `naive_delta` is the reference: the HF forward, zero,
 the HF forward again. `RemovalOracle` gives the same numbers fast: it caches one forward's activations
-(scoring/bert_layers.py) and, per parameter, re-runs only what lies downstream of it, starting at the
+(scoring/ground_truth/bert_forward.py) and, per parameter, re-runs only what lies downstream of it, starting at the
 first activation the parameter touches (an intermediate-layer weight costs O(T·H) in its own layer, not
 a layer), and running perturbed copies of the same layer stacked along a leading dimension.
 """
@@ -19,8 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError, ModelError
-from .bert_layers import (
+from ...errors import ConfigError, ModelError
+from ..objective import math_attention, model_inputs
+from .bert_forward import (
     LAYER_MODULES,
     BertWeights,
     Change,
@@ -33,7 +34,6 @@ from .bert_layers import (
     pack_examples,
     restart_layer,
 )
-from .objective import math_attention, model_inputs
 
 Batch = dict[str, torch.Tensor]
 Item = tuple[str, int]

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import Scorer, register_scorer
-from .inputs import ScoringInputs
+from ..base import Scorer, register_scorer
+from ..inputs import ScoringInputs
 from .stats import fisher_diagonal, second_order_scores
 
 

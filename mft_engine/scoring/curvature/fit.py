@@ -24,11 +24,11 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError
+from ...errors import ConfigError
+from ..objective import Objective
 from .hvp import DEFAULT_DAMPING_FACTOR, flatten, gauss_newton_diagonal, gnvp, hvp, unflatten
 from .hvp import mean_diagonal as _mean_diagonal
 from .lowrank import LowRankGN, gauss_newton_lowrank
-from .objective import Objective
 from .solvers import Block, SolveResult, block_diagonal_solve, conjugate_gradient, lissa, power_iteration
 
 Params = dict[str, torch.Tensor]

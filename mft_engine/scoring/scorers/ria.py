@@ -1,11 +1,14 @@
 """The `ria` scorer: relative importance and activations (Zhang et al. 2024, "Plug-and-Play")."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from ..errors import ConfigError
-from .base import Scorer, register_scorer
-from .inputs import ScoringInputs
+from ...errors import ConfigError
+from ...fields import help_field
+from ..base import Scorer, register_scorer
+from ..inputs import ScoringInputs
 from .stats import score_linear_weights
 
 
@@ -20,10 +23,21 @@ def relative_importance(w: torch.Tensor) -> torch.Tensor:
     return torch.where(row > 0, a / row, zero) + torch.where(col > 0, a / col, zero)
 
 
+@dataclass
+class RiaOptions:
+    """ria's setting: the exponent of the activation norm."""
+
+    ria_alpha: float = help_field("ria: exponent a of ‖X_j‖₂^a (the authors use 0.5)", 0.5)
+
+    def __post_init__(self) -> None:
+        if not self.ria_alpha >= 0:
+            raise ConfigError(f"ria_alpha={self.ria_alpha:g} must be >= 0 (the authors use 0.5)")
+
+
 @register_scorer
 class RiaScorer(Scorer):
     """score = (|W_ij|/Σ_k|W_ik| + |W_ij|/Σ_k|W_kj|)·‖X_j‖₂^a for every nn.Linear weight W [out, in], a =
-    inputs.options["ria_alpha"] (default 0.5, the authors' choice); unsigned: predicted harm ≥ 0.
+    RiaOptions.ria_alpha (default 0.5, the authors' choice); unsigned: predicted harm ≥ 0.
 
     Σ_k|W_ik| sums row i over the input dimension, Σ_k|W_kj| column j over the output dimension;
     ‖X_j‖₂ = sqrt(Σ x_j²) from the GradientState's activation statistics (MissingStatisticError without
@@ -36,15 +50,14 @@ class RiaScorer(Scorer):
     signed = False
     description = ("(|W_ij|/Σ_k|W_ik| + |W_ij|/Σ_k|W_kj|)·‖X_j‖₂^0.5 on nn.Linear weights; unsigned: "
                    "predicted harm ≥ 0; NaN (not scored) for biases and non-Linear parameters")
+    options = RiaOptions
 
     def __init__(self) -> None:
         self.last_excluded = 0
         self.last_excluded_names: list[str] = []
 
     def score(self, inputs: ScoringInputs) -> dict[str, torch.Tensor]:
-        alpha = float(inputs.options.get("ria_alpha", 0.5))
-        if not alpha >= 0:
-            raise ConfigError(f"ria_alpha={alpha:g} must be >= 0 (the authors use 0.5)")
+        alpha = float(inputs.settings(RiaOptions).ria_alpha)
         out, excluded = score_linear_weights(
             inputs, self.name, lambda w, norms: relative_importance(w) * norms.pow(alpha)[None, :])
         self.last_excluded, self.last_excluded_names = len(excluded), excluded

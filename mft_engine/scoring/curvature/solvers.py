@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import ConfigError, MftError
+from ...errors import ConfigError, MftError
 
 Matvec = Callable[..., torch.Tensor]
 Callback = Callable[[int, float, torch.Tensor], None]

@@ -28,8 +28,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.func import grad, jvp, vjp, vmap
 
-from ..errors import ConfigError
-from .objective import Objective, model_inputs
+from ...errors import ConfigError
+from ..objective import Objective, model_inputs
 
 Params = dict[str, torch.Tensor]
 

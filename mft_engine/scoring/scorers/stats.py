@@ -16,19 +16,14 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch.func import grad, vmap
 
-from ..errors import ConfigError
-from .inputs import MissingStatisticError, ScoringInputs
-from .objective import Objective
-
-DEFAULT_MEMORY_MB = 1024
+from ...errors import ConfigError
+from ..inputs import DEFAULT_MEMORY_MB, MissingStatisticError, ScoringInputs, StatisticsOptions
+from ..objective import Objective
 
 
 def memory_budget(inputs: ScoringInputs) -> int:
-    """Bytes per-example work may hold at once: inputs.options["per_example_memory_mb"] (default 1024) MiB."""
-    mb = float(inputs.options.get("per_example_memory_mb", DEFAULT_MEMORY_MB))
-    if not mb > 0:
-        raise ConfigError(f"per_example_memory_mb={mb:g} must be > 0")
-    return int(mb * (1 << 20))
+    """Bytes per-example work may hold at once: StatisticsOptions.per_example_memory_mb (default 1024) MiB."""
+    return int(float(inputs.settings(StatisticsOptions).per_example_memory_mb) * (1 << 20))
 
 
 def linear_weight_modules(model: torch.nn.Module) -> dict[str, str]:
@@ -151,7 +146,7 @@ def fisher_diagonal(inputs: ScoringInputs) -> dict[str, torch.Tensor]:
 
     Returns {name: float64 CPU tensor shaped like the parameter} for `inputs.names`. Cost (once per
     inputs): one per-example forward + backward pass over the scoring half (vmap), in the model's dtype;
-    memory: per-example gradients of a chunk of examples, bounded by options["per_example_memory_mb"].
+    memory: per-example gradients of a chunk of examples, bounded by StatisticsOptions.per_example_memory_mb.
     """
     inputs.require("fisher_diagonal", score_objective=inputs.score)
 
@@ -193,7 +188,7 @@ def score_linear_weights(inputs: ScoringInputs, scorer: str,
     all NaN ("not scored"). Returns (scores by name, the names left unscored). Raises
     MissingStatisticError (naming `scorer`) without a GradientState with activation statistics.
     Cost: fn over each Linear weight."""
-    from .base import as_scores
+    from ..base import as_scores
 
     state = inputs.state
     inputs.require(scorer, gradient_state=state)
@@ -215,7 +210,7 @@ def second_order_scores(inputs: ScoringInputs, diagonal: dict[str, torch.Tensor]
     """−g_s·θ + ½ d·θ² per eligible parameter (float64): the loss change of zeroing θ to second order
     with curvature diagonal d (taylor2: the Gauss-Newton diagonal; fisher-taylor: the empirical Fisher).
     Cost: ∇L_score (shared) plus two passes over the parameters."""
-    from .base import as_scores
+    from ..base import as_scores
 
     g = score_gradient(inputs)
     theta = inputs.theta()
