@@ -55,6 +55,8 @@ class RunConfig(FlatConfig):
     out: str = help_field("parent folder of the results folder", "results")
     state: str | None = help_field("reuse this gradient_state.safetensors instead of collecting", None)
     control: bool = help_field("also evaluate a random control mask of the same size", True)
+    dist_backend: str | None = help_field("torch.distributed backend under torchrun / accelerate (default "
+                                          "cpu:gloo,cuda:nccl; gloo lets two ranks share one GPU)", None)
 
     def __post_init__(self) -> None:
         if self.data.samples is None:

@@ -6,6 +6,7 @@ import sys
 import warnings
 
 import typer
+from torch.distributed.elastic.multiprocessing.errors import record
 
 from ..errors import MftError
 from .apps import app
@@ -26,6 +27,9 @@ def _raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+# torchrun / accelerate: an unexpected exception on any rank is written where the launcher reads it, so
+# its traceback reaches the launcher's summary (outside a launcher the decorator does nothing).
+@record
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the Typer app, turning MftError (and file-system errors such as a full disk) into
     one line on stderr and exit code 2; Ctrl-C and SIGTERM end with a line saying what was kept (130)."""

@@ -74,12 +74,14 @@ def rows_sha256(rows: list) -> str:
 
 def build_provenance(*, model_fingerprint: str, rows: list, data_files: dict[str, str], reduction: str,
                      batch_size: int, train_mode: bool, seed: int, precision: str, max_length: int,
-                     version: int = 1) -> dict[str, Any]:
+                     dropout_seeding: str | None = None, version: int = 1) -> dict[str, Any]:
     """What a collection was built from, as a plain JSON-able dict.
 
     `rows` (the row ids used, in order; 67k long for all of SST-2) is kept as their count, the sha256 of
     their JSON, and the first FIRST_ROWS for readable messages. `data_files` maps a role ("train") to the
-    sha256 of that file or split. Cost: one pass over `rows`.
+    sha256 of that file or split. `dropout_seeding` names how train mode seeded its dropout masks
+    (collect.distributed.DROPOUT_SEEDING; None: one seed for the whole pass, as before per-batch seeds).
+    Cost: one pass over `rows`.
     """
     first = json.loads(json.dumps(list(rows[:FIRST_ROWS]), default=_plain))
     return {
@@ -93,6 +95,7 @@ def build_provenance(*, model_fingerprint: str, rows: list, data_files: dict[str
         "seed": int(seed),
         "precision": str(precision),
         "max_length": int(max_length),
+        "dropout_seeding": dropout_seeding if train_mode else None,
     }
 
 
@@ -166,4 +169,8 @@ def provenance_difference(saved: dict | None, current: dict) -> str | None:
     for key, flag in (("seed", "--seed"), ("precision", "--precision"), ("max_length", "--max-length")):
         if saved.get(key) != current.get(key):
             return f"it was collected with {flag} {saved.get(key)} and this run uses {current.get(key)}"
+    if current.get("train_mode") and saved.get("dropout_seeding") != current.get("dropout_seeding"):
+        return (f"its dropout masks were drawn with seeding {saved.get('dropout_seeding') or 'one seed per pass'} "
+                f"and this run draws them with {current.get('dropout_seeding') or 'one seed per pass'} "
+                "(collect again)")
     return None

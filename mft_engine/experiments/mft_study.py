@@ -21,6 +21,8 @@ import torch
 from .. import ops
 from ..bench.bounds import read_bandwidth
 from ..collect import GradientState, collect_gradients
+from ..collect.distributed import (DROPOUT_SEEDING, World, check_same_on_every_rank, init_from_env, reduce_state,
+                                   shard)
 from ..collect.provenance import build_provenance, model_fingerprint, provenance_difference, split_sha256
 from ..collect.state import StateError
 from ..config import RunConfig
@@ -40,11 +42,12 @@ log = logging.getLogger("mft_engine")
 
 @dataclass
 class StudyResult:
-    """Everything `mft run` reports; `record` is results.json."""
+    """Everything `mft run` reports; `record` is results.json. On a torchrun rank other than 0, `out_dir`
+    is None and `record` holds only the rank: rank 0 writes and reports."""
 
-    out_dir: Path
+    out_dir: Path | None
     record: dict[str, Any]
-    state: GradientState
+    state: GradientState | None
     selections: list = field(default_factory=list)
 
 
@@ -141,8 +144,20 @@ def _load_checkpoint(path: Path, meta: dict, model) -> tuple[GradientState, dict
     return state, extra
 
 
-def _collect(cfg: RunConfig, model, batches: list[Batch], folder: ResultsFolder, progress: Progress,
-             meta: dict, resumed: tuple[GradientState, dict] | None) -> GradientState:
+def _collect(cfg: RunConfig, model, batches: list[Batch], folder: ResultsFolder | None, progress: Progress,
+             meta: dict, resumed: tuple[GradientState, dict] | None, w: World) -> GradientState:
+    """g and its statistics over `batches`: this rank's contiguous block of them under torchrun (then
+    reduced over every rank in rank order), all of them alone. Each batch's dropout is seeded from the
+    run's seed and its index, so the ranks' split does not change a batch's gradient."""
+    if w.distributed:
+        block = shard(len(batches), w)
+        progress.phase(f"collect gradients (rank {w.rank}/{w.size})", len(block))
+        local = collect_gradients(
+            model, [batches[i] for i in block], train_mode=not cfg.eval_mode, precision=cfg.precision,
+            on_batch=lambda i, loss: progress.advance(1, loss=loss), meta=meta, dropout_seed=cfg.data.seed,
+            first_index=block.start)
+        progress.done()
+        return reduce_state(local, w)
     ckpt_path = folder.path / CHECKPOINT
     state, skip = None, 0
     if resumed is not None:
@@ -165,7 +180,7 @@ def _collect(cfg: RunConfig, model, batches: list[Batch], folder: ResultsFolder,
         state = collect_gradients(
             model, batches, state=state, train_mode=not cfg.eval_mode, precision=cfg.precision, skip=skip,
             on_batch=lambda i, loss: progress.advance(1, loss=loss), checkpoint=checkpoint,
-            checkpoint_every=cfg.checkpoint_every, meta=meta)
+            checkpoint_every=cfg.checkpoint_every, meta=meta, dropout_seed=cfg.data.seed)
         if cfg.checkpoint_every and state.n_batches % cfg.checkpoint_every:
             # The whole collection, kept until commit: a kill after this point does not collect again.
             checkpoint(state, state.n_batches)
@@ -190,6 +205,32 @@ def _reuse_state(cfg: RunConfig, model, provenance: dict) -> tuple[GradientState
     return state, True
 
 
+def _check_distributed(cfg: RunConfig, resume, w: World) -> None:
+    """Refuse what a multi-process run does not do yet, and ranks started differently (one line each)."""
+    if cfg.checkpoint_every or resume is not None:
+        raise ConfigError("--checkpoint-every and --resume are single-process only for now: under torchrun each "
+                          "rank would need its own checkpoint")
+    digest = json.dumps({k: v for k, v in cfg.to_dict().items() if k != "out"}, sort_keys=True, default=str)
+    check_same_on_every_rank("configuration", digest, w)
+
+
+def _collect_on_worker(cfg: RunConfig, progress: Progress, w: World) -> StudyResult:
+    """A rank other than 0: prepare the same data and model, collect its block of batches and join the
+    reduction; rank 0 writes the results folder, so this rank writes nothing."""
+    splits = cfg.data.load_splits()
+    train = splits.train
+    lm = load_model(cfg.model, train.num_labels, seed=cfg.data.seed,
+                    problem_type="regression" if train.is_regression else None, max_length=cfg.data.max_length)
+    prepared = cfg.data.prepare(splits, lm.tokenizer)
+    check_same_on_every_rank("sample list", json.dumps(prepared.rows), w)
+    if cfg.state:
+        return StudyResult(None, {"rank": w.rank}, None)
+    batches = gradient_batches(prepared.train_tokens, prepared.rows, train.labels, train.is_regression,
+                               reduction=cfg.reduction, batch_size=cfg.batch_size, keep_last=cfg.keep_last)
+    state = _collect(cfg, lm.model, batches, None, progress, {"rank": w.rank}, None, w)
+    return StudyResult(None, {"rank": w.rank}, state)
+
+
 def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Path | None = None) -> StudyResult:
     """Run the BERT-MFT study described by `cfg`; write and return its results folder.
 
@@ -201,6 +242,11 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
     sampled-bracket selection pass over θ and g, and one sha256 pass over the weights (provenance).
     """
     progress = progress or Progress()
+    w = init_from_env(cfg.dist_backend)
+    if w.distributed:
+        _check_distributed(cfg, resume, w)
+        if not w.is_main:
+            return _collect_on_worker(cfg, progress, w)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     with ResultsFolder(cfg.out, "mft", resume=resume) as folder:
@@ -228,6 +274,8 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
 
         t = time.perf_counter()
         prepared = cfg.data.prepare(splits, tok)
+        if w.distributed:
+            check_same_on_every_rank("sample list", json.dumps(prepared.rows), w)
         rows, train_tokens, val_tokens = prepared.rows, prepared.train_tokens, prepared.val_tokens
         timings["tokenize_s"] = time.perf_counter() - t
 
@@ -241,7 +289,7 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
         provenance = build_provenance(
             model_fingerprint=model_fingerprint(model), rows=row_ids, data_files={"train": split_sha256(train)},
             reduction=cfg.reduction, batch_size=cfg.batch_size, train_mode=not cfg.eval_mode, seed=cfg.data.seed,
-            precision=cfg.precision, max_length=cfg.data.max_length)
+            precision=cfg.precision, max_length=cfg.data.max_length, dropout_seeding=DROPOUT_SEEDING)
         meta = {"collection_key": cfg.collection_key(), "reduction": cfg.reduction,
                 "train_mode": not cfg.eval_mode, "rows": row_ids, "provenance": provenance}
         resumed = _load_checkpoint(folder.path / CHECKPOINT, meta, model) if resume is not None else None
@@ -259,7 +307,7 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
 
         t = time.perf_counter()
         with _phase("collect"):
-            state = reused if reused is not None else _collect(cfg, model, batches, folder, progress, meta, resumed)
+            state = reused if reused is not None else _collect(cfg, model, batches, folder, progress, meta, resumed, w)
         timings["collect_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
