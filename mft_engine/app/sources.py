@@ -25,7 +25,7 @@ from typing import Any
 from ..errors import MftError
 
 #: The model the app offers without any folder: the bundled pretrained MiniLM (with a new seeded head).
-BUNDLED = "minilm"
+BUNDLED = "minilm-sst2"
 #: Folder kinds that hold a model to load; the others are inspected only.
 MODEL_KINDS = ("run", "finetune", "checkpoint")
 #: Fine-tuning methods whose stored result is a PEFT adapter: offered unmerged and merged.
@@ -181,8 +181,8 @@ def _describe_results(p: Path, record: dict[str, Any]) -> FolderInfo:
 
 
 def bundled_choice() -> ModelChoice:
-    """The bundled pretrained MiniLM with a new head seeded by DEFAULT_SEED, scored as SST-2."""
-    return ModelChoice(BUNDLED, "", "minilm · bundled (pretrained encoder, new seeded head, SST-2 labels)")
+    """The bundled classifier: MiniLM with the embedded SST-2 fine-tuning merged (`--model minilm-sst2`)."""
+    return ModelChoice(BUNDLED, "", "minilm-sst2 · bundled (MiniLM fine-tuned on SST-2, embedded delta)")
 
 
 def find_folders(root: str | Path, max_depth: int = 3, limit: int = 500) -> list[FolderInfo]:

@@ -26,6 +26,7 @@ from ..data import get_task
 from ..errors import MftError
 from ..masking import Mask
 from ..models import load_model, minilm_path
+from ..models.delta import bundled_path
 from ..train import get_method
 from .sources import (
     ADAPTER_METHODS,
@@ -159,7 +160,8 @@ def load_choice(choice: ModelChoice, info: FolderInfo | None) -> Classifier:
     if choice.source == BUNDLED:
         lm = load_model(BUNDLED, 2, seed=DEFAULT_SEED)
         names, pair = task_labels("sst2", 2)
-        weights = _file_bytes(minilm_path().glob("*.safetensors"))
+        # what is stored: the base encoder's weights and the embedded fine-tuning delta merged into them
+        weights = _file_bytes([*minilm_path().glob("*.safetensors"), bundled_path(BUNDLED)])
         return Classifier(choice.key, choice.label, lm.model, lm.tokenizer, names, pair,
                           _max_length(None, lm.max_tokens), {"total": _numel(lm.model), "trainable": None,
                                                              "zeroed": 0, "stored_bytes": weights}, lm.source)

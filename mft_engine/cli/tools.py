@@ -48,7 +48,7 @@ def app_command(
     folders: Optional[list[str]] = typer.Argument(None, help="more folders to preload (so --models A B C works)",
                                                   show_default=False),
     models: Optional[list[str]] = typer.Option(None, "--models", help="results or model folders to preload "
-                                               "(mft run, finetune, checkpoint, export); the bundled MiniLM is "
+                                               "(mft run, finetune, checkpoint, export); the bundled fine-tuned MiniLM (minilm-sst2) is "
                                                "always offered", show_default=False),
     host: str = typer.Option("127.0.0.1", help="address to serve on (0.0.0.0 exposes the app to the network)"),
     port: Optional[int] = typer.Option(None, help="port to serve on (default: gradio's first free from 7860)"),

@@ -235,3 +235,14 @@ def test_mft_app_help_shows_the_safe_defaults(capsys):
     assert main(["app", "--help"]) == 0
     out = capsys.readouterr().out
     assert "--models" in out and "127.0.0.1" in out and "--no-share" in out and "--port" in out
+
+
+def test_the_bundled_model_is_the_fine_tuned_classifier():
+    """The app's bundled entry is `--model minilm-sst2`: a classifier that works, not an untrained head."""
+    s = ModelStore([], bundled=True)
+    k = key(s, "minilm-sst2")
+    good = predict_text(s, k, "a gripping, beautifully acted film that moved me")
+    bad = predict_text(s, k, "a dull, tedious mess with nothing to say")
+    assert good.label == "positive" and good.confidence > 0.9
+    assert bad.label == "negative" and bad.confidence > 0.9
+    assert good.counts["total"] == 22_713_986 and good.counts["stored_bytes"] > 90_000_000
