@@ -56,3 +56,22 @@ def test_checkpoints_are_refused_under_torchrun(tmp_path):
     assert r.returncode != 0
     assert "single-process only for now" in r.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_accelerate_launch_selects_the_mask_one_process_selects(tmp_path):
+    """`accelerate launch` (2 CPU processes) sets up the same process group as torchrun."""
+    pytest.importorskip("accelerate")  # peft's dependency, present with the [quant] extra CI installs
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+                        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                        "-m", "mft_engine.cli", *ARGS, "--dist-backend", "gloo", "--out", str(tmp_path / "two")],
+                       capture_output=True, text=True, timeout=300, env=env, check=False)
+    assert r.returncode == 0, r.stderr[-3000:]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main([*ARGS, "--out", str(tmp_path / "one")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    ma, mb = (load_file(glob.glob(f"{_folder(tmp_path / d)}/mask*.safetensors")[0]) for d in ("one", "two"))
+    assert ma.keys() == mb.keys() and all(torch.equal(ma[k], mb[k]) for k in ma)
