@@ -316,6 +316,39 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def check_known_fields(cls: type, d: dict[str, Any]) -> None:
+    """ConfigError naming the keys of `d` that are not flat fields of `cls` (and the known ones)."""
+    names = flat_names(cls)
+    unknown = sorted(set(d) - set(names))
+    if unknown:
+        raise ConfigError(f"unknown config field(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+
+
+def read_yaml_fields(cls: type, path: str | Path) -> dict[str, Any]:
+    """The mapping in YAML file `path` ('-' or '_' in names), its values checked against `cls`'s flat field
+    types (unknown keys are left to the caller: check_known_fields). ConfigError for a missing or
+    unreadable file, invalid YAML, a non-mapping, a non-string key or a wrongly typed value."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"--config {p} does not exist")
+    try:
+        data = yaml.load(p.read_text(), Loader=yaml_loader()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"--config {p} is not valid YAML ({str(e).splitlines()[0]})") from None
+    except OSError as e:
+        raise ConfigError(f"--config {p} cannot be read ({e.strerror or e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {p} must hold a mapping of field: value")
+    bad_keys = [k for k in data if not isinstance(k, str)]
+    if bad_keys:
+        raise ConfigError(f"--config {p}: key {bad_keys[0]!r} is not a field name")
+    data = {k.replace("-", "_"): v for k, v in data.items()}
+    check_field_types(cls, data)
+    return data
+
+
 class FlatConfig:
     """Flat construction and serialisation for a config dataclass that composes others (mixin).
 
@@ -333,11 +366,8 @@ class FlatConfig:
         """The config from a flat dict (config.json, a YAML mapping); ConfigError for an unknown field or a
         value of the wrong type (check_field_types), naming the field. Keys for which `extra(key)` is true
         (derived values a stored config carries, e.g. lr_fp32) are dropped."""
-        names = flat_names(cls)
         d = {k: v for k, v in d.items() if not (extra and extra(k))}
-        unknown = sorted(set(d) - set(names))
-        if unknown:
-            raise ConfigError(f"unknown config field(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        check_known_fields(cls, d)
         check_field_types(cls, d)
         return build(cls, integral_floats_to_int(cls, d))
 
@@ -346,24 +376,7 @@ class FlatConfig:
         """The config of YAML file `path` (field: value, '-' or '_' in names), then `overrides` (CLI flags,
         None skipped). The file's values are type-checked before the flags merge, so an error names the
         file's field; ConfigError for a missing file, invalid YAML, unknown fields or wrong types."""
-        import yaml
-
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"--config {p} does not exist")
-        try:
-            data = yaml.load(p.read_text(), Loader=yaml_loader()) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise ConfigError(f"--config {p} is not valid YAML ({str(e).splitlines()[0]})") from None
-        except OSError as e:
-            raise ConfigError(f"--config {p} cannot be read ({e.strerror or e})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"--config {p} must hold a mapping of field: value")
-        bad_keys = [k for k in data if not isinstance(k, str)]
-        if bad_keys:
-            raise ConfigError(f"--config {p}: key {bad_keys[0]!r} is not a field name")
-        data = {k.replace("-", "_"): v for k, v in data.items()}
-        check_field_types(cls, data)
+        data = read_yaml_fields(cls, path)
         data.update({k: v for k, v in (overrides or {}).items() if v is not None})
         return cls.from_dict(data)
 

@@ -7,9 +7,10 @@ from typing import Any, Optional
 import typer
 
 from ..errors import ConfigError
+from ..fields import check_known_fields, read_yaml_fields
 from ..train import FinetuneConfig
 from .apps import QUIET_HELP, app
-from .flags import build_config, given_flags, read_yaml_fields, with_config_flags
+from .flags import build_config, given_flags, with_config_flags
 from .output import command_progress, print_result
 
 _FINETUNE_JSON = ("method", "task", "trainable_params", "total_params", "trainable_share", "train_s",
@@ -88,7 +89,11 @@ def sweep_command(
     from ..train.sweep import SweepConfig, sweep
 
     flags, config = given_flags(FinetuneConfig, given)
-    fixed = {**(read_yaml_fields(FinetuneConfig, config) if config is not None else {}), **flags}
+    fixed: dict[str, Any] = {}
+    if config is not None:  # the file's fields held fixed, flags given on top
+        fixed = read_yaml_fields(FinetuneConfig, config)
+        check_known_fields(FinetuneConfig, fixed)
+    fixed.update(flags)
     out = fixed.pop("out", None)
     if not grid and resume is None and name is None:
         raise ConfigError("--grid is required: give at least one axis, e.g. --grid lr=1e-4,5e-5")

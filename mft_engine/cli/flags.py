@@ -17,18 +17,18 @@ from typing import Any, Optional
 import typer
 
 from ..errors import ConfigError
-from ..fields import FlatField, check_field_types, flat_fields, yaml_loader
+from ..fields import FlatField, flat_fields
 
 #: the parameter that every generated command takes for its YAML file
 CONFIG_PARAM = "config"
 
 
 def _base_type(tp: Any) -> Any:
-    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
-        rest = [a for a in typing.get_args(tp) if a is not type(None)]
-        tp = rest[0] if len(rest) == 1 else str  # str | tuple[str, ...] and the like come in as text
-    if typing.get_origin(tp) in (list, tuple):
-        return str  # the config parses 'a,b,c' itself
+    """The type a flag's text is converted to: the field's type without None; unions of several types
+    (str | tuple[str, ...]) and lists come in as text, which the config parses itself ('a,b,c')."""
+    tp = _strip_none(tp)
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) in (typing.Union, list, tuple):
+        return str
     return tp
 
 
@@ -120,25 +120,3 @@ def build_config(cls: type, given: dict[str, Any]):
     if config is not None:
         return cls.from_yaml(config, flags)
     return cls.of(**flags)
-
-
-def read_yaml_fields(cls: type, path: Path) -> dict[str, Any]:
-    """A YAML mapping of `cls`'s flat fields (checked against their types), for commands that merge a
-    file into something other than `cls` itself (the sweep's fixed settings). ConfigError on bad files."""
-    import yaml
-
-    if not path.is_file():
-        raise ConfigError(f"--config {path} does not exist")
-    try:
-        data = yaml.load(path.read_text(), Loader=yaml_loader()) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ConfigError(f"--config {path} is not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
-        raise ConfigError(f"--config {path} must hold a mapping of field: value")
-    data = {k.replace("-", "_"): v for k, v in data.items()}
-    known = {f.name for f in flat_fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"unknown config field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    check_field_types(cls, data)
-    return data
