@@ -81,6 +81,22 @@ def check_contiguous(t: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} must be contiguous (it is written in place)")
 
 
+def check_written_list(tensors: Sequence[torch.Tensor], name: str, device: torch.device | None = None) -> torch.dtype:
+    """The one float dtype of a list a kernel writes in place (float32 for an empty list): each tensor on
+    `device` (when given), float32/16/bf16, all one dtype, contiguous; TypeError / ValueError worded as
+    the CPU kernel's, naming `name[i]`."""
+    dtype = tensors[0].dtype if tensors else torch.float32
+    for i, t in enumerate(tensors):
+        if device is not None:
+            check_device(t, f"{name}[{i}]", device)
+        float_code(t, f"{name}[{i}]")
+        if t.dtype != dtype:
+            raise TypeError(f"{name}[{i}] has dtype {t.dtype} but {name}[0] has {dtype}; all {name} must share "
+                            "one dtype")
+        check_contiguous(t, f"{name}[{i}]")
+    return dtype
+
+
 def count_message(k: int, n_det: int) -> str:
     """The C++ kernels' message for k above the detrimental count."""
     return f"k={k} exceeds the number of detrimental elements ({n_det}); k must be in [0, {n_det}]"

@@ -224,14 +224,7 @@ def _check_zero_targets(thetas: list[torch.Tensor], grads: list[torch.Tensor]) -
     float32 for an empty list), contiguous."""
     if len(thetas) != len(grads):
         raise ValueError(f"thetas and grads must have the same length, got {len(thetas)} and {len(grads)}")
-    dtype = thetas[0].dtype if thetas else torch.float32
-    for i, t in enumerate(thetas):
-        c.float_code(t, f"thetas[{i}]")
-        if t.dtype != dtype:
-            raise TypeError(f"thetas[{i}] has dtype {t.dtype} but thetas[0] has {dtype}; all thetas must share "
-                            "one dtype")
-        c.check_contiguous(t, f"thetas[{i}]")
-    return dtype
+    return c.check_written_list(thetas, "thetas")
 
 
 def _check_no_theta_overlap(thetas: list[torch.Tensor], grads: list[torch.Tensor]) -> None:

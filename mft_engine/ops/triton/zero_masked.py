@@ -58,15 +58,7 @@ def scatter_kernel(addrs, offsets, n_params, indices, values, n, RESTORE: tl.con
 
 def _check_params(params: list[torch.Tensor], device: torch.device) -> torch.dtype:
     """The params' one float dtype (float32 for an empty list); TypeError / ValueError as the CPU kernel."""
-    dtype = params[0].dtype if params else torch.float32
-    for i, p in enumerate(params):
-        c.check_device(p, f"params[{i}]", device)
-        c.float_code(p, f"params[{i}]")
-        if p.dtype != dtype:
-            raise TypeError(f"params[{i}] has dtype {p.dtype} but params[0] has {dtype}; all params must share "
-                            "one dtype")
-        c.check_contiguous(p, f"params[{i}]")
-    return dtype
+    return c.check_written_list(params, "params", device)
 
 
 def _check_indices(indices: torch.Tensor, total: int) -> None:
