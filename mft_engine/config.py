@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .data.config import SAMPLE_ORDERS, DataConfig  # noqa: F401
+from .device import check_device_spec, device_field
 from .errors import ConfigError
 
 # The field helpers and the selection's vocabulary are defined once (fields, selection_spec); re-exported.
@@ -47,6 +48,7 @@ class RunConfig(FlatConfig):
     reduction: str = help_field("batch-sum (sum of batch-mean gradients) | mean (gradient of the mean loss)", "batch-sum")
     keep_last: bool = help_field("keep the last partial batch under batch-sum", False, off="--drop-last")
     precision: str = help_field("fp32 | bf16 (autocast forward/backward, fp32 sums)", "fp32")
+    device: str = device_field()
     eval_mode: bool = help_field("collect with dropout off (default: train mode, as the original)", False,
                                  off="--train-mode")
     checkpoint_every: int = help_field("save a resumable collection checkpoint every B batches (0: never)", 0)
@@ -61,6 +63,7 @@ class RunConfig(FlatConfig):
     def __post_init__(self) -> None:
         if self.data.samples is None:
             raise ConfigError("--samples must be given: mft run collects over a fixed number of samples")
+        check_device_spec(self.device)
         for name, lo in (("batch_size", 1), ("checkpoint_every", 0)):
             check_int_range(f"--{name.replace('_', '-')}", getattr(self, name), lo, COUNT_MAX)
         for name, allowed in (("reduction", REDUCTIONS), ("precision", PRECISIONS)):

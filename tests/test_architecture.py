@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 # An entry is the first name under mft_engine/: a subpackage or a top-level module.
 FLOORS: list[list[str]] = [
     # kernels, task data, model loading, settings (config; selection_spec, the one selection description)
-    ["ops", "data", "models", "config", "fields", "selection_spec", "errors", "_optional", "_C"],
+    ["ops", "data", "models", "config", "fields", "selection_spec", "errors", "device", "_optional", "_C"],
     ["collect", "masking", "evaluate", "report"],   # one step of the flow each
     ["scoring", "train", "integrations", "prune"],  # built on the steps
     ["experiments", "export", "bench", "app"],      # whole pipelines, their measures, the browser app

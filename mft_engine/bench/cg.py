@@ -22,6 +22,7 @@ from ..report.progress import Progress
 from ..scoring.curvature.fit import SOLVERS
 from ..scoring.curvature.hvp import flatten, gauss_newton_diagonal, gnvp, unflatten
 from ..scoring.curvature.lowrank import gauss_newton_lowrank
+from ..device import resolve_device
 from ..scoring.curvature.solvers import conjugate_gradient
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -31,7 +32,7 @@ CG_SOLVERS = tuple(s for s in SOLVERS if s in ("cg", "pcg", "woodbury"))
 def run(model: str, task: str = "sst2", data_dir: str | None = None, samples: int = 1000,
         solvers: tuple[str, ...] = ("cg", "pcg"), damping_factors: tuple[float, ...] = (1e-3,),
         tol: float = 0.05, budget_s: float = 600.0, exclude: str = "influence", seed: int = 42,
-        dtype: str = "float32", progress: Progress | None = None) -> dict[str, Any]:
+        dtype: str = "float32", progress: Progress | None = None, device: str = "auto") -> dict[str, Any]:
     """Run each (damping factor, solver) solve with the budget; return the JSON object of `mft bench cg`.
 
     `dtype`: the arithmetic of the model, the products and the solve. At λ = 1e-3 × mean diag G the
@@ -49,10 +50,12 @@ def run(model: str, task: str = "sst2", data_dir: str | None = None, samples: in
     from ..report import machine_info
 
     progress = progress or Progress()
-    cfg = ScoringConfig.of(model=model, task=task, data_dir=data_dir, samples=samples, exclude=exclude, seed=seed)
+    cfg = ScoringConfig.of(model=model, task=task, data_dir=data_dir, samples=samples, exclude=exclude, seed=seed,
+                           device=device)
+    dev = resolve_device(cfg.device)
     splits = cfg.data.load_splits()  # read once: the head size, then the tokenized rows
     lm = load_checkpoint(cfg, model, splits.num_labels)
-    net = lm.model.to(DTYPES[dtype]).eval()
+    net = lm.model.to(dev, DTYPES[dtype]).eval()
     data = ScoringData(cfg, lm.tokenizer, splits)
     check_exclude_patterns(list(net.named_parameters()), cfg.exclude)
     names = [n for n, _ in eligible_parameters(list(net.named_parameters()), cfg.exclude_patterns())]

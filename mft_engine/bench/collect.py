@@ -18,6 +18,7 @@ import torch
 from ..collect import collect_gradients
 from ..collect.collector import ActivationStats, batch_loss_sum
 from ..config import RunConfig
+from ..device import device_summary, resolve_device, synchronize, to_device
 from ..data import fixed_batches, gradient_batches, load_task, select_samples, tokenize_split
 from ..models import load_model
 from .bounds import matmul_peak_gflops
@@ -28,15 +29,15 @@ def plain_loop(model, batches: list[dict], train_mode: bool, denominators: list[
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     g = {n: torch.zeros_like(p) for n, p in named}
     sq = {n: torch.zeros_like(p) for n, p in named}
-    pos = {n: torch.zeros(p.shape, dtype=torch.int32) for n, p in named}
-    neg = {n: torch.zeros(p.shape, dtype=torch.int32) for n, p in named}
+    pos = {n: torch.zeros(p.shape, dtype=torch.int32, device=p.device) for n, p in named}
+    neg = {n: torch.zeros(p.shape, dtype=torch.int32, device=p.device) for n, p in named}
     act_sq: dict = {}
     act_n: dict = {}
     hooks = ActivationStats(model, act_sq, act_n)
     model.train(train_mode)
     try:
         for b, den in zip(batches, denominators):
-            hooks.mask = b["attention_mask"]
+            hooks.set_mask(b["attention_mask"])
             model.zero_grad(set_to_none=True)
             (batch_loss_sum(model, b) / den).backward()
             with torch.no_grad():
@@ -57,8 +58,10 @@ def _real_tokens(batches: list[dict]) -> int:
 
 
 def run(model: str = "minilm", task: str = "sst2", samples: int = 512, reduction: str = "batch-sum",
-        precision: str = "fp32", repeats: int = 3, data_dir: str | None = None) -> dict[str, Any]:
-    """All loops side by side in one process; medians of `repeats` runs each; returns the JSON object."""
+        precision: str = "fp32", repeats: int = 3, data_dir: str | None = None, device: str = "auto") -> dict[str, Any]:
+    """All loops side by side in one process on `device` (the plain loops' batches are moved there once,
+    before timing; the engine moves each part as `mft run` does); medians of `repeats` runs each; returns
+    the JSON object."""
     from ..masking import eligible_parameters, select_detrimental
     from ..config import EXCLUDE_PRESETS
     from ..report import machine_info
@@ -67,8 +70,9 @@ def run(model: str = "minilm", task: str = "sst2", samples: int = 512, reduction
     cfg = RunConfig.of(model=model, task=task, samples=samples, reduction=reduction, eval_mode=not train_mode,
                        data_dir=data_dir, precision="fp32")
     data = load_task(task, "train", data_dir)
+    dev = resolve_device(device)
     lm = load_model(model, data.num_labels, seed=0, max_length=128)
-    m = lm.model
+    m = lm.model.to(dev)
     rows = select_samples(len(data), samples, order="first", seed=0)
     tokens = tokenize_split(lm.tokenizer, data, rows, max_length=128)
     fixed = fixed_batches(rows, 32)
@@ -94,6 +98,8 @@ def run(model: str = "minilm", task: str = "sst2", samples: int = 512, reduction
         plain_den = [float(len(rows))] * len(plain)
         padded128 = padded_to_128(fixed_batches(rows, 32, keep_last=True))
         orig_den = [float(len(rows))] * len(padded128)
+    plain = [to_device(b, dev) for b in plain]
+    padded128 = [to_device(b, dev) for b in padded128]
     engine_batches = gradient_batches(tokens, rows, data.labels, data.is_regression, reduction=cfg.reduction,
                                       batch_size=cfg.batch_size, keep_last=cfg.keep_last)
 
@@ -105,14 +111,17 @@ def run(model: str = "minilm", task: str = "sst2", samples: int = 512, reduction
         times, res = [], None
         for _ in range(repeats):
             torch.manual_seed(0)
+            synchronize(dev)
             t = time.perf_counter()
             res = fn()
+            synchronize(dev)
             times.append(time.perf_counter() - t)
         times.sort()
         return times[len(times) // 2], res
 
     out: dict[str, Any] = {"model": model, "task": task, "samples": n_used, "reduction": reduction,
-                           "train_mode": train_mode, "threads": torch.get_num_threads(), "machine": machine_info()}
+                           "train_mode": train_mode, "threads": torch.get_num_threads(), "machine": machine_info(),
+                           "device": device_summary(dev)}
     engine()  # warm-up (allocator, thread pool)
     t_engine, state = timed(engine)
     t_plain, _ = timed(lambda: plain_loop(m, plain, train_mode, plain_den))
@@ -129,7 +138,7 @@ def run(model: str = "minilm", task: str = "sst2", samples: int = 512, reduction
                             "torch": int(sum(b["input_ids"].numel() for b in plain)),
                             "original": int(sum(b["input_ids"].numel() for b in padded128))}
     out["gflops_real_tokens"] = 6 * non_embedding * real / t_engine / 1e9
-    out["matmul_peak_gflops"] = matmul_peak_gflops()
+    out["matmul_peak_gflops"] = matmul_peak_gflops(device=dev)
     out["share_of_matmul_peak"] = out["gflops_real_tokens"] / out["matmul_peak_gflops"]
     if precision == "bf16":
         t_bf16, st16 = timed(lambda: engine("bf16"))

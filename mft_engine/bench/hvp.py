@@ -17,14 +17,16 @@ from typing import Any
 import torch
 
 from ..data import fixed_batches, load_task, select_samples, tokenize_split
+from ..device import device_summary, resolve_device, synchronize
 from ..models import load_model
+from .bounds import matmul_peak_gflops
 from ..report.progress import Progress
 from ..scoring.curvature.hvp import auto_gnvp_method, batched_gnvp, flatten, gnvp, random_like
 from ..scoring.objective import eval_objective
 
 
 def run(model: str = "minilm", samples: int = 32, vectors: int = 8, repeats: int = 3, task: str = "sst2",
-        data_dir: str | None = None, progress: Progress | None = None) -> dict[str, Any]:
+        data_dir: str | None = None, progress: Progress | None = None, device: str = "auto") -> dict[str, Any]:
     """Loop vs batched G v over `vectors` random vectors; medians of `repeats` timed runs after one warm-up,
     the two formulations alternating within each repeat.
 
@@ -36,7 +38,9 @@ def run(model: str = "minilm", samples: int = 32, vectors: int = 8, repeats: int
 
     progress = progress or Progress()
     data = load_task(task, "train", data_dir)
+    dev = resolve_device(device)
     lm = load_model(model, data.num_labels, seed=0, max_length=128)
+    lm.model.to(dev)
     rows = select_samples(len(data), samples, order="first", seed=0)
     tokens = tokenize_split(lm.tokenizer, data, rows, max_length=128)
     batches = [tokens.batch(g, data.labels) for g in fixed_batches(rows, 32, keep_last=True)]
@@ -54,8 +58,10 @@ def run(model: str = "minilm", samples: int = 32, vectors: int = 8, repeats: int
         progress.advance(len(fns))
         for _ in range(repeats):
             for k, fn in fns.items():
+                synchronize(dev)
                 t = time.perf_counter()
                 results[k] = fn()
+                synchronize(dev)
                 times[k].append(time.perf_counter() - t)
                 progress.advance()
         progress.done()
@@ -84,5 +90,6 @@ def run(model: str = "minilm", samples: int = 32, vectors: int = 8, repeats: int
         "gradients_per_batched_vector": t_batched / vectors / t_grad,
         "vmap_per_vector_s": t["vmap"] / vectors, "vmap_speedup": t_loop / t["vmap"],
         "max_rel_diff": max_rel_diff(res["batched"]), "vmap_max_rel_diff": max_rel_diff(res["vmap"]),
-        "threads": torch.get_num_threads(), "machine": machine_info(),
+        "threads": torch.get_num_threads(), "machine": machine_info(), "device": device_summary(dev),
+        "matmul_peak_gflops": matmul_peak_gflops(device=dev),
     }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import time
 from typing import Any
 
 import torch
@@ -18,6 +19,7 @@ from ..masking import eligible_parameters
 from ..masking.selection import k_for
 from ..models.loading import RANDOM_SHAPES
 from ..ops import reference as ref
+from ..device import device_summary, resolve_device, synchronize
 from .bounds import median_time, read_bandwidth
 
 
@@ -78,7 +80,7 @@ def torch_topk_zero(thetas, grads, lr, fraction):
     offsets = [0]
     for t in thetas:
         offsets.append(offsets[-1] + t.numel())
-    bounds = torch.tensor(offsets)
+    bounds = torch.tensor(offsets, device=idx.device)
     which = torch.bucketize(idx, bounds[1:], right=True)
     for i, t in enumerate(thetas):
         sel = idx[which == i] - offsets[i]
@@ -101,14 +103,20 @@ def _compiled_fns():
 
 
 def torch_compiled_zero(thetas, grads, lr, fraction):
-    """Pinned compiled PyTorch: compiled per-tensor score, one kthvalue threshold over the concatenated
-    detrimental scores, a compiled masked zeroing (zeroes every score ≥ threshold: ties may add extras)."""
+    """Pinned compiled PyTorch: compiled per-tensor score, one threshold over the concatenated detrimental
+    scores (kthvalue on CPU, the k-th of torch.topk on CUDA), a compiled masked zeroing (zeroes every score
+    ≥ threshold: ties may add extras)."""
     score, zero = _compiled_fns()
     lr32 = round_lr_fp32(lr)
     per = [score(t, g, lr32) for t, g in zip(thetas, grads)]
     det = torch.cat([s[s > 0] for s in per])
     k = k_for(fraction, det.numel())
-    thr = torch.kthvalue(det, det.numel() - k + 1).values if k else torch.tensor(math.inf, dtype=torch.float64)
+    if not k:
+        thr = torch.tensor(math.inf, dtype=torch.float64, device=det.device)
+    elif det.is_cuda:  # CUDA's kthvalue sorts per slice: topk is the strong formulation there
+        thr = torch.topk(det, k, sorted=False).values.min()
+    else:
+        thr = torch.kthvalue(det, det.numel() - k + 1).values
     for t, s in zip(thetas, per):
         zero(t, s, thr)
     return thr
@@ -117,8 +125,6 @@ def torch_compiled_zero(thetas, grads, lr, fraction):
 def heap_zero(thetas, grads, lr, fraction, subset: int = 100) -> tuple[float, int]:
     """The original's approach on 1/subset of every tensor: a Python heap of the k largest scores, fed one
     detrimental parameter at a time; returns (seconds, elements visited) for extrapolation."""
-    import time
-
     lr32 = round_lr_fp32(lr)
     parts = [(t.reshape(-1)[: max(1, t.numel() // subset)], g.reshape(-1)[: max(1, g.numel() // subset)])
              for t, g in zip(thetas, grads)]
@@ -142,15 +148,19 @@ def heap_zero(thetas, grads, lr, fraction, subset: int = 100) -> tuple[float, in
 
 
 def run(model: str = "bert-base-random", fraction: float = 0.1, lr: float = 2e-5, repeats: int = 3,
-        compiled: bool = True, heap: bool = True) -> dict[str, Any]:
-    """All formulations side by side in one process; medians of `repeats`; returns the JSON object."""
+        compiled: bool = True, heap: bool = True, device: str = "auto") -> dict[str, Any]:
+    """All formulations side by side in one process on `device` (θ and g drawn on the CPU with seed 0,
+    then moved: the same inputs on every device); medians of `repeats`; returns the JSON object. The first
+    fused call (on CUDA: Triton's compilation) is timed apart from the runs (`fused_first_call_s`)."""
     from ..report import machine_info
 
+    dev = resolve_device(device)
     m = random_bert(model)
     named = eligible_parameters(m, EXCLUDE_PRESETS["original"])
-    thetas = [p.detach() for _, p in named]
     gen = torch.Generator().manual_seed(0)
-    grads = [torch.randn(t.shape, generator=gen) * 0.01 for t in thetas]
+    grads = [(torch.randn(p.shape, generator=gen) * 0.01).to(dev) for _, p in named]
+    m.to(dev)
+    thetas = [p.detach() for _, p in eligible_parameters(m, EXCLUDE_PRESETS["original"])]
     pristine = [t.clone() for t in thetas]
 
     def restore():
@@ -159,27 +169,39 @@ def run(model: str = "bert-base-random", fraction: float = 0.1, lr: float = 2e-5
 
     n = sum(t.numel() for t in thetas)
     bytes_read = 2 * 4 * n
-    bw = read_bandwidth()
+    bw = read_bandwidth(device=dev)
     out: dict[str, Any] = {"model": model, "eligible_params": n, "fraction": fraction, "lr": lr,
-                           "threads": torch.get_num_threads(), "machine": machine_info()}
+                           "threads": torch.get_num_threads(), "machine": machine_info(),
+                           "device": device_summary(dev)}
 
-    # Exactness first: the fused mask against the reference selection.
-    idx_ref, _, _ = ref.reference_select_topk([p for p in pristine], grads, lr, k_for(fraction, int(sum(
-        int(ref.reference_detrimental_count([t], [g], lr).sum()) for t, g in zip(pristine, grads)))))
+    # Exactness first: the fused mask against the reference selection (on CPU copies).
+    cpu_pristine, cpu_grads = [p.cpu() for p in pristine], [g.cpu() for g in grads]
+    idx_ref, _, _ = ref.reference_select_topk(cpu_pristine, cpu_grads, lr, k_for(fraction, int(sum(
+        int(ref.reference_detrimental_count([t], [g], lr).sum()) for t, g in zip(cpu_pristine, cpu_grads)))))
+    del cpu_pristine, cpu_grads
     restore()
+    synchronize(dev)
+    t = time.perf_counter()
     idx_fused, saved = fused_zero(thetas, grads, lr, fraction)
+    synchronize(dev)
+    out["fused_first_call_s"] = time.perf_counter() - t
     out["k"] = int(idx_fused.numel())
-    out["identical"] = bool(torch.equal(idx_fused, idx_ref))
+    out["identical"] = bool(torch.equal(idx_fused.cpu(), idx_ref))
     out["values_saved"] = _saved_and_zeroed(pristine, thetas, idx_fused, saved)
     del idx_ref, saved
 
-    out["fused_s"] = median_time(lambda: fused_zero(thetas, grads, lr, fraction), repeats, setup=restore)
-    out["torch_topk_s"] = median_time(lambda: torch_topk_zero(thetas, grads, lr, fraction), repeats, setup=restore)
+    out["fused_s"] = median_time(lambda: fused_zero(thetas, grads, lr, fraction), repeats, setup=restore, device=dev)
+    out["torch_topk_s"] = median_time(lambda: torch_topk_zero(thetas, grads, lr, fraction), repeats, setup=restore,
+                                      device=dev)
     if compiled:
         restore()
+        synchronize(dev)
+        t = time.perf_counter()
         torch_compiled_zero(thetas, grads, lr, fraction)  # compile outside the timing
+        synchronize(dev)
+        out["torch_compiled_first_call_s"] = time.perf_counter() - t
         out["torch_compiled_s"] = median_time(lambda: torch_compiled_zero(thetas, grads, lr, fraction), repeats,
-                                              setup=restore)
+                                              setup=restore, device=dev)
     if heap:
         restore()
         secs, visited = heap_zero(thetas, grads, lr, fraction)

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from ..config import RunConfig
+from ..device import check_device_spec
 from ..errors import ConfigError
 from ..fields import field_help
 from .apps import bench_app
@@ -16,6 +17,10 @@ from .output import command_progress
 
 def _run_help(name: str) -> str:
     return field_help(RunConfig, name)
+
+
+def _device_help() -> str:
+    return field_help(RunConfig, "device")
 
 
 def _print_bench(data: dict, json_out: bool) -> None:
@@ -37,6 +42,7 @@ def bench_zeroing(
     repeats: int = typer.Option(3, help="runs per formulation (median reported)"),
     compiled: bool = typer.Option(True, "--compiled/--no-compiled", help="include the torch.compile formulation"),
     heap: bool = typer.Option(True, "--heap/--no-heap", help="include the original's heap (1/100 subset, scaled)"),
+    device: str = typer.Option("auto", help=_device_help()),
     json_out: bool = typer.Option(False, "--json", help="one JSON object on stdout"),
 ) -> None:
     """Test + select + zero on a model's shapes: fused ops vs torch.topk, torch.compile, the original's heap,
@@ -45,7 +51,9 @@ def bench_zeroing(
 
     if model not in ("bert-base-random", "bert-tiny-random"):
         raise ConfigError(f"--model {model} must be bert-base-random or bert-tiny-random for bench zeroing")
-    _print_bench(run_zeroing(model, fraction, repeats=repeats, compiled=compiled, heap=heap), json_out)
+    check_device_spec(device)
+    _print_bench(run_zeroing(model, fraction, repeats=repeats, compiled=compiled, heap=heap, device=device),
+                 json_out)
 
 
 @bench_app.command("collect")
@@ -58,16 +66,17 @@ def bench_collect(
     precision: str = typer.Option("fp32", help="fp32 | bf16 (adds the bf16 engine and its mask Jaccard)"),
     repeats: int = typer.Option(3, help="runs per loop (median reported)"),
     profile: bool = typer.Option(False, "--profile", help="print a torch.profiler table of one engine run"),
+    device: str = typer.Option("auto", help=_device_help()),
     json_out: bool = typer.Option(False, "--json", help="one JSON object on stdout"),
 ) -> None:
     """Collection samples/s: engine vs the original's loop vs a plain eager loop, and the matmul peak."""
     from ..bench import collect as bc
 
-    RunConfig.of(model=model, task=task, samples=samples, reduction=reduction, precision=precision)
+    RunConfig.of(model=model, task=task, samples=samples, reduction=reduction, precision=precision, device=device)
     if profile:
         print(bc.profile(model, min(samples, 128), reduction))
         return
-    _print_bench(bc.run(model, task, samples, reduction, precision, repeats, data_dir), json_out)
+    _print_bench(bc.run(model, task, samples, reduction, precision, repeats, data_dir, device=device), json_out)
 
 
 @bench_app.command("hvp")
@@ -78,6 +87,7 @@ def bench_hvp(
     repeats: int = typer.Option(3, help="timed runs per formulation (median reported)"),
     json_out: bool = typer.Option(False, "--json", help="one JSON object on stdout"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+    device: str = typer.Option("auto", help=_device_help()),
 ) -> None:
     """Gauss-Newton-vector products over all parameters: many vectors per pass (batched_gnvp) vs a loop of
     gnvp, per vector, with one gradient over the same sentences for scale."""
@@ -85,8 +95,9 @@ def bench_hvp(
 
     if min(samples, vectors, repeats) < 1:
         raise ConfigError(f"--samples {samples}, --vectors {vectors} and --repeats {repeats} must be at least 1")
+    check_device_spec(device)
     with command_progress(quiet or json_out) as progress:
-        data = bh.run(model, samples, vectors, repeats, progress=progress)
+        data = bh.run(model, samples, vectors, repeats, progress=progress, device=device)
     _print_bench(data, json_out)
 
 
@@ -103,6 +114,7 @@ def bench_cg(
     dtype: str = typer.Option("float32", help="float32 | float64: the arithmetic of the products and the solve"),
     json_out: bool = typer.Option(False, "--json", help="one JSON object on stdout"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+    device: str = typer.Option("auto", help=_device_help()),
 ) -> None:
     """CG on the influence system (G + λI) s = ∇L_score over all eligible parameters: the residual reached
     in a time budget, per solver and damping."""
@@ -119,5 +131,5 @@ def bench_cg(
         raise ConfigError(f"--samples {samples} must be >= 1, --tol {tol} in (0, 1), --budget-s {budget_s} > 0")
     with command_progress(quiet or json_out) as progress:
         data = bcg.run(model, task, data_dir, samples, tuple(names), tuple(factors), tol, budget_s, dtype=dtype,
-                       progress=progress)
+                       progress=progress, device=device)
     _print_bench(data, json_out)

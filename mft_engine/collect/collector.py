@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from .. import ops
 from ..data.batching import Batch
+from ..device import model_device, to_device
 from .distributed import batch_seed
 from .state import GradientState
 
@@ -27,12 +28,16 @@ class ActivationStats:
         self.act_sq = act_sq
         self.act_tokens = act_tokens
         self.mask: torch.Tensor | None = None
+        self.mask_tokens: torch.Tensor | int = 0  # real tokens under `mask`, counted once per part
+        # Token counts stay tensors on the device until `flush`: reading one back per layer would be a
+        # host sync inside the batch loop.
+        self._tokens: dict[str, torch.Tensor | int] = {}
         # q, k and v read the same input tensor: compute its statistics once, add them three times.
         self._last: tuple[torch.Tensor, torch.Tensor, int] | None = None
         self.handles = []
         for name, mod in model.named_modules():
             if isinstance(mod, torch.nn.Linear):
-                act_sq.setdefault(name, torch.zeros(mod.in_features, dtype=torch.float64))
+                act_sq.setdefault(name, torch.zeros(mod.in_features, dtype=torch.float64, device=mod.weight.device))
                 act_tokens.setdefault(name, 0)
                 self.handles.append(mod.register_forward_pre_hook(self._hook(name)))
 
@@ -40,14 +45,14 @@ class ActivationStats:
         def hook(_mod, inputs):
             if self._last is not None and self._last[0] is inputs[0]:
                 self.act_sq[name] += self._last[1]
-                self.act_tokens[name] += self._last[2]
+                self._tokens[name] = self._tokens.get(name, 0) + self._last[2]
                 return
             x = inputs[0].detach()
             x2 = x.float().square()
             if x.dim() == 3 and self.mask is not None and self.mask.shape == x.shape[:2]:
                 m = self.mask.to(x2.dtype).reshape(1, -1)
                 s = (m @ x2.reshape(-1, x2.shape[-1])).reshape(-1)
-                n = int(self.mask.sum())
+                n = self.mask_tokens
             else:  # pooled inputs (pooler, classifier): one real row per sample
                 x2 = x2.reshape(-1, x2.shape[-1])
                 s = x2.sum(0)
@@ -55,10 +60,23 @@ class ActivationStats:
             s = s.double()
             self._last = (inputs[0], s, n)
             self.act_sq[name] += s
-            self.act_tokens[name] += n
+            self._tokens[name] = self._tokens.get(name, 0) + n
         return hook
 
+    def set_mask(self, mask: torch.Tensor | None) -> None:
+        """The attention mask of the part about to run forward (its token count stays on the device)."""
+        self.mask = mask
+        self.mask_tokens = mask.sum() if mask is not None else 0
+
+    def flush(self) -> None:
+        """Add the token counts gathered since the last flush into `act_tokens` (ints: one host sync)."""
+        for name, n in self._tokens.items():
+            self.act_tokens[name] += int(n)
+        self._tokens.clear()
+
     def remove(self) -> None:
+        """Flush the counts and remove the hooks."""
+        self.flush()
         self._last = None
         for h in self.handles:
             h.remove()
@@ -142,12 +160,15 @@ def collect_gradients(
     O(params) per batch for the accumulation. Weights are unchanged; `model.training` is restored.
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    device = model_device(model)
     if state is None:
         state = GradientState.zeros_like([(n, p.detach()) for n, p in named], meta)
+    else:
+        state = state.to(device)
     hooks = ActivationStats(model, state.act_sq, state.act_tokens) if activation_stats else None
     was_training = model.training
     model.train(train_mode)
-    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext())
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext())
     for p in model.parameters():
         p.grad = None
     sparse_cm = sparse_embedding_grads(model, sparse_embeddings)
@@ -160,25 +181,30 @@ def collect_gradients(
                 b = Batch([b], float(b["labels"].shape[0]))
             if dropout_seed is not None and train_mode:
                 torch.manual_seed(batch_seed(dropout_seed, first_index + i))
-            loss_total = 0.0
+            loss_total = torch.zeros((), dtype=torch.float64, device=device)
             for part in b.parts:
+                part = to_device(part, device)
                 if hooks is not None:
-                    hooks.mask = part.get("attention_mask")
+                    hooks.set_mask(part.get("attention_mask"))
                 with autocast:
                     loss = batch_loss_sum(model, part)
                 (loss / b.denominator).backward()
-                loss_total += float(loss.detach())
+                loss_total += loss.detach()
             with torch.no_grad():
                 for n, p in named:
                     if p.grad is None:  # parameter not reached by this batch: its gradient is 0
                         continue
                     accumulate_grad(state, n, p.grad)
                     p.grad = None
-            state.batch_losses.append(loss_total / b.size)
+            # The batch's loss is the one figure read back per batch (it is logged and shown): one host sync.
+            batch_loss = float(loss_total) / b.size
+            state.batch_losses.append(batch_loss)
             state.batch_sizes.append(b.size)
             if on_batch is not None:
-                on_batch(i, loss_total / b.size)
+                on_batch(i, batch_loss)
             if checkpoint is not None and checkpoint_every and (i + 1) % checkpoint_every == 0:
+                if hooks is not None:
+                    hooks.flush()
                 checkpoint(state, i + 1)
     finally:
         sparse_cm.__exit__(None, None, None)

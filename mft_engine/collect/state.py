@@ -40,10 +40,20 @@ class GradientState:
 
     @classmethod
     def zeros_like(cls, named_params: list[tuple[str, torch.Tensor]], meta: dict[str, Any] | None = None) -> "GradientState":
-        """Empty sums shaped like the given parameters."""
+        """Empty sums shaped like the given parameters, on their devices."""
         names = [n for n, _ in named_params]
-        z = lambda dt: {n: torch.zeros(p.shape, dtype=dt) for n, p in named_params}  # noqa: E731
+        z = lambda dt: {n: torch.zeros(p.shape, dtype=dt, device=p.device) for n, p in named_params}  # noqa: E731
         return cls(names, z(torch.float32), z(torch.float32), z(torch.int32), z(torch.int32), meta=dict(meta or {}))
+
+    def to(self, device: torch.device | str) -> "GradientState":
+        """This state with every tensor on `device` (itself when they are there already; else copies)."""
+        device = torch.device(device)
+        tensors = [self.grad_sum, self.sq_sum, self.pos_count, self.neg_count, self.act_sq]
+        if all(t.device == device for d in tensors for t in d.values()):
+            return self
+        moved = [{k: t.to(device) for k, t in d.items()} for d in tensors]
+        return GradientState(self.names, *moved[:4], act_sq=moved[4], act_tokens=dict(self.act_tokens),
+                             batch_losses=list(self.batch_losses), batch_sizes=list(self.batch_sizes), meta=self.meta)
 
     @property
     def n_batches(self) -> int:

@@ -200,7 +200,7 @@ def run_data_centric(cfg: DataCentricConfig, progress: Progress | None = None) -
                 lm = load_model(cfg.teacher, bench.spec.num_labels,
                                 problem_type="regression" if bench.spec.is_regression else None,
                                 max_length=cfg.data.max_length)
-                teacher, teacher_source = lm.model, lm.source
+                teacher, teacher_source = lm.model.to(bench.device), lm.source
                 # the teacher reads the pool through its own tokenizer (it may not be the student's)
                 teacher_tokens = tokenize_split(lm.tokenizer, bench.train, None, max_length=cfg.data.max_length)
             else:

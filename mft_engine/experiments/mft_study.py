@@ -27,6 +27,7 @@ from ..collect.provenance import build_provenance, model_fingerprint, provenance
 from ..collect.state import StateError
 from ..config import RunConfig
 from ..data import Batch, TaskData, eval_batches, fixed_batches, gradient_batches
+from ..device import MemoryPeaks, device_summary, resolve_device, synchronize
 from ..errors import ConfigError, ResumeError
 from ..evaluate import classification_metrics, evaluate_model, predict
 from ..evaluate.bootstrap import bootstrap_ci
@@ -95,10 +96,12 @@ CHECKPOINT = "collect_checkpoint.safetensors"
 
 
 @contextlib.contextmanager
-def _phase(name: str) -> Iterator[None]:
-    """Log a phase's start and end (logs/run.log): the boundaries a killed run is resumed across."""
+def _phase(name: str, peaks: MemoryPeaks) -> Iterator[None]:
+    """Log a phase's start and end (logs/run.log: the boundaries a killed run is resumed across) and
+    record its peak device memory."""
     log.info("phase %s start", name)
-    yield
+    with peaks.phase(name):
+        yield
     log.info("phase %s end", name)
 
 
@@ -214,13 +217,14 @@ def _check_distributed(cfg: RunConfig, resume, w: World) -> None:
     check_same_on_every_rank("configuration", digest, w)
 
 
-def _collect_on_worker(cfg: RunConfig, progress: Progress, w: World) -> StudyResult:
+def _collect_on_worker(cfg: RunConfig, progress: Progress, w: World, device: torch.device) -> StudyResult:
     """A rank other than 0: prepare the same data and model, collect its block of batches and join the
     reduction; rank 0 writes the results folder, so this rank writes nothing."""
     splits = cfg.data.load_splits()
     train = splits.train
     lm = load_model(cfg.model, train.num_labels, seed=cfg.data.seed,
                     problem_type="regression" if train.is_regression else None, max_length=cfg.data.max_length)
+    lm.model.to(device)
     prepared = cfg.data.prepare(splits, lm.tokenizer)
     check_same_on_every_rank("sample list", json.dumps(prepared.rows), w)
     if cfg.state:
@@ -243,10 +247,13 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
     """
     progress = progress or Progress()
     w = init_from_env(cfg.dist_backend)
+    # Resolved before anything is written: a device this machine lacks is one line and exit 2.
+    device = resolve_device(cfg.device, w.local_rank if w.distributed else None)
+    peaks = MemoryPeaks(device)
     if w.distributed:
         _check_distributed(cfg, resume, w)
         if not w.is_main:
-            return _collect_on_worker(cfg, progress, w)
+            return _collect_on_worker(cfg, progress, w, device)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     with ResultsFolder(cfg.out, "mft", resume=resume) as folder:
@@ -262,7 +269,7 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
         t = time.perf_counter()
         lm = load_model(cfg.model, train.num_labels, seed=cfg.data.seed,
                         problem_type="regression" if train.is_regression else None, max_length=cfg.data.max_length)
-        model, tok = lm.model, lm.tokenizer
+        model, tok = lm.model.to(device), lm.tokenizer
         timings["load_model_s"] = time.perf_counter() - t
         log.info("model: %s", lm.source)
         log.info("labels: %s", train.label_summary)
@@ -297,16 +304,17 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
         reused = None
         if cfg.state:
             reused, provenance_checked = _reuse_state(cfg, model, provenance)
+            reused = reused.to(device)
         folder.confirm()
         timings["prepare_s"] = time.perf_counter() - t  # batches, provenance (one sha256 of the weights), checks
 
         t = time.perf_counter()
-        with _phase("evaluate-before"):
+        with _phase("evaluate-before", peaks):
             before = _evaluate(model, val_tokens, val, cfg, progress, "before")
         timings["evaluate_before_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        with _phase("collect"):
+        with _phase("collect", peaks):
             state = reused if reused is not None else _collect(cfg, model, batches, folder, progress, meta, resumed, w)
         timings["collect_s"] = time.perf_counter() - t
 
@@ -314,7 +322,7 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
         eligible = [(n, p) for n, p in eligible_all if n in state.grad_sum]
         if not eligible:
             raise ConfigError(f"--exclude {cfg.selection.exclude!r} leaves no eligible parameter with a gradient")
-        with _phase("select"):
+        with _phase("select", peaks):
             progress.phase("select", 1)
             selector = DetrimentalSelector(eligible, state.grad_sum, cfg.selection.lr, cfg.selection.rank_by,
                                            cfg.selection.literal, seed=cfg.data.seed)
@@ -331,16 +339,17 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
         read_bytes = sum(p.numel() * p.element_size() + state.grad_sum[n].numel() * state.grad_sum[n].element_size()
                          for n, p in eligible)
         t = time.perf_counter()
-        bandwidth = read_bandwidth()
+        bandwidth = read_bandwidth(device=device)
         timings["read_bandwidth_s"] = time.perf_counter() - t
         rows_out, selections = [], []
         # Each part of the per-fraction loop in its own field, so the parts add up to the total: zeroing
         # (the call, its warm repeat, the restores, the control mask), and the evaluations after and of the control.
         zeroing = evaluating_after = evaluating_control = 0.0
-        with _phase("evaluate-after"):
+        with _phase("evaluate-after", peaks):
             for fraction in cfg.selection.fractions:
                 tz = time.perf_counter()
                 sel = selector.select_and_zero_(fraction)  # mft::zero_topk_: select and zero in one pass
+                synchronize(device)
                 zero_s = time.perf_counter() - tz
                 te = time.perf_counter()
                 after = _evaluate(model, val_tokens, val, cfg, progress, f"after {fraction:g}")
@@ -349,6 +358,7 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
                 sel.mask.restore(model)
                 tz = time.perf_counter()
                 again = selector.select_and_zero_(fraction)  # the same call with its work buffers warm
+                synchronize(device)
                 zero_warm_s = time.perf_counter() - tz
                 again.mask.restore(model)
                 zeroing += zero_s + (time.perf_counter() - tr)
@@ -378,6 +388,7 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
             "config": cfg.to_dict(),
             "versions": versions(),
             "machine": machine_info(),
+            "device": device_summary(device, peaks),
             "model": {"source": lm.source, "kind": lm.kind, "model_type": lm.model_type, "total_params": sum(p.numel() for _, p in named_all),
                       "fingerprint": provenance["model_fingerprint"], "tokenizer_source": lm.tokenizer_source,
                       "tokenizer_note": lm.tokenizer_note},
@@ -403,7 +414,7 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
             "fractions": rows_out,
             "timings": timings,
         }
-        with _phase("write"):
+        with _phase("write", peaks):
             # write_outputs adds write_s and total_s (from t0) just before it writes results.json.
             out = write_outputs(folder, cfg, record, state, selections, eligible, named_all, started=t0)
         log.info("committed %s", out)

@@ -57,7 +57,7 @@ def summary_text(record: dict[str, Any]) -> str:
         *([f"classifier: {what}"] if what else []),
         f"labels {record['data']['labels']}",
         f"machine {record['machine']['cpu']}  kernel path {record['machine']['kernel_path']}  "
-        f"threads {record['machine']['torch_threads']}",
+        f"threads {record['machine']['torch_threads']}  device {record.get('device', {}).get('device', 'cpu')}",
         f"samples used {record['data']['samples_used']} of {c['samples']} ({c['sample_order']}), reduction {col['reduction']}, "
         f"batch {c['batch_size']}, {'train' if col['train_mode'] else 'eval'} mode, {col['precision']}",
         f"lr {c['lr']} (fp32 {col['lr_fp32']!r}), step ‖lr·g‖₂ {col['step_l2_norm']:.4g}, rank by {c['rank_by']}, literal {c['literal']}, exclude {c['exclude']}",

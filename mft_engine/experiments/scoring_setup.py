@@ -28,6 +28,7 @@ from ..models import load_model
 from ..report.progress import Progress
 from ..scoring import ScoringInputs
 from ..scoring.curvature.fit import SOLVERS
+from ..device import check_device_spec, device_field, resolve_device
 from ..scoring.objective import Objective
 from ..scoring.scorers.influence import InfluenceOptions
 from ..scoring.scorers.obs import ObsOptions
@@ -61,6 +62,7 @@ class ScoringConfig(FlatConfig):
     lissa_scale: float | None = help_field("LiSSA scale (> the largest eigenvalue of H + λI; default: estimated by power iteration)", None)
     lissa_repetitions: int = help_field("LiSSA repetitions averaged", 1)
     obs_samples: int = help_field("per-example gradients m for OBS's block Fisher (>= 50)", 64)
+    device: str = device_field()
     out: str = help_field("parent folder of the results folder", "results")
 
     def __post_init__(self) -> None:
@@ -84,6 +86,7 @@ class ScoringConfig(FlatConfig):
             raise ConfigError(f"--eval-batch-tokens {self.data.eval_batch_tokens} must be >= --max-length "
                               f"{self.data.max_length}")
         self.scorer_names()  # validates --scorers
+        check_device_spec(self.device)
 
     def influence_options(self) -> InfluenceOptions:
         """The influence scorer's typed settings from this config's solver flags."""
@@ -173,12 +176,13 @@ def prepare_bench(cfg: ScoringConfig, model_name: str | None = None, data: Scori
     """
     progress = progress or Progress()
     timings: dict[str, float] = {}
+    device = resolve_device(cfg.device)
     t = time.perf_counter()
     # the splits are read once: their label count sizes the head, then ScoringData tokenizes them
     splits = cfg.data.load_splits() if data is None else None
     num_labels = data.train.num_labels if data is not None else splits.num_labels
     lm = load_checkpoint(cfg, model_name or cfg.model, num_labels)
-    model = lm.model.float().eval()
+    model = lm.model.float().eval().to(device)
     if data is None:
         data = ScoringData(cfg, lm.tokenizer, splits)
     timings["load_s"] = time.perf_counter() - t

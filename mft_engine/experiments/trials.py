@@ -25,13 +25,14 @@ from ..data.config import DataConfig
 from ..errors import ConfigError
 from ..evaluate.validation import ValidationSets
 from ..fields import FlatConfig, compose, flatten, help_field
+from ..device import device_field, device_summary, resolve_device
 from ..models import load_model
 from ..report import machine_info, versions
 from ..report.progress import Progress
 
 #: study fields that are also the training fields of every trial's FinetuneConfig
-_FINETUNE_FIELDS = ("method", "model", "epochs", "max_steps", "batch_size", "lr", "precision", "lora_rank",
-                    "lora_alpha", "lora_placement", "out")
+_FINETUNE_FIELDS = ("method", "model", "epochs", "max_steps", "batch_size", "lr", "precision", "device",
+                    "lora_rank", "lora_alpha", "lora_placement", "out")
 
 
 @dataclass
@@ -53,6 +54,7 @@ class StudyConfig(FlatConfig):
     batch_size: int = help_field("training rows per step", 32)
     lr: float | None = help_field("peak learning rate (default: the method's)", None, aliases=("--learning-rate",))
     precision: str = help_field("fp32 | bf16 (bf16 autocast forward/backward, fp32 weights)", "fp32")
+    device: str = device_field()
     lora_rank: int = help_field("LoRA rank r (method lora)", 8)
     lora_alpha: float = help_field("LoRA alpha (the update is scaled by alpha / r)", 16.0)
     lora_placement: str = help_field("LoRA layers: attn-qkv | attn-full | ffn-only | full", "attn-qkv")
@@ -128,6 +130,7 @@ class Bench:
         self.model_name = model or cfg.model
         self.cfg = cfg
         self.data_config = data
+        self.device = resolve_device(cfg.device)
         splits = data.load_splits()
         self.spec = splits.train.task
         self.n_train_rows = len(splits.train)
@@ -152,6 +155,7 @@ class Bench:
             self._models[seed] = load_model(self.model_name, self.spec.num_labels, seed=seed,
                                             problem_type="regression" if self.spec.is_regression else None,
                                             max_length=self.data_config.max_length)
+            self._models[seed].model.to(self.device)
         return self._models[seed]
 
     def base(self, seed: int) -> torch.nn.Module:
@@ -245,7 +249,7 @@ def trial_record(trial: Trial) -> dict[str, Any]:
 def base_record(cfg: StudyConfig, study: str, bench: Bench, timings: dict[str, float]) -> dict[str, Any]:
     """The head of a study's results.json: study name, config, versions, machine, data, timings."""
     return {"study": study, "config": cfg.to_dict(), "versions": versions(), "machine": machine_info(),
-            "data": bench.data_record(), "primary_metric": bench.spec.primary_metric,
+            "device": device_summary(bench.device), "data": bench.data_record(), "primary_metric": bench.spec.primary_metric,
             "metrics_reported": "evaluation half of the validation split (seeded); *_whole: the whole split",
             "timings": timings}
 

@@ -20,6 +20,7 @@ import torch
 
 from ..config import help_field
 from ..errors import ConfigError
+from ..device import device_summary, resolve_device, warn_fp64
 from ..report import ResultsFolder, machine_info, versions
 from ..report.plots import pyplot
 from ..report.progress import Progress
@@ -97,6 +98,8 @@ def validate_scorers(cfg: ValidateConfig, progress: Progress | None = None) -> V
     with ResultsFolder(cfg.out, "validate") as folder:
         log.info("config: %s", cfg.to_dict())
         bench = prepare_bench(cfg, progress=progress, fits_dir=folder.path / "fits")
+        if cfg.precision == "float64":
+            warn_fp64(resolve_device(cfg.device))
         timings = dict(bench.timings)
         items = sample_eligible(bench.eligible, cfg.n_params, cfg.data.seed)
 
@@ -196,6 +199,7 @@ def validate_scorers(cfg: ValidateConfig, progress: Progress | None = None) -> V
         }
         fit_info = bench.inputs.peek("influence_fit_info")
         record = {"config": cfg.to_dict(), "versions": versions(), "machine": machine_info(),
+                  "device": device_summary(resolve_device(cfg.device)),
                   "model": {"source": bench.source, "n_eligible": bench.n_eligible(),
                             "excluded_patterns": list(cfg.exclude_patterns())},
                   "data": bench.data.record(), "base_loss": oracle.base_loss, "noise": noise,

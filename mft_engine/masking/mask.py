@@ -111,7 +111,7 @@ class Mask:
         """
         params = self._params(model)
         with torch.no_grad():
-            saved = ops.zero_masked_([p.data for p in params], self.indices)
+            saved = ops.zero_masked_([p.data for p in params], self._indices_on(params))
         if self.values is None:
             self.values = saved
         return self
@@ -127,11 +127,17 @@ class Mask:
                                     f"{str(self.values.dtype).replace('torch.', '')}, the model's parameters "
                                     f"{str(params[0].dtype).replace('torch.', '')}")
         with torch.no_grad():
-            ops.restore_([p.data for p in params], self.indices, self.values)
+            idx = self._indices_on(params)
+            ops.restore_([p.data for p in params], idx, self.values.to(idx.device))
+
+    def _indices_on(self, params: list[torch.Tensor]) -> torch.Tensor:
+        # A mask selected on one device (or loaded from a file: CPU) applies to a model on another.
+        return self.indices.to(params[0].device) if params else self.indices
 
     def per_tensor_counts(self) -> dict[str, int]:
         """How many indices fall into each named tensor (O(k) via searchsorted)."""
-        numels = torch.tensor([0] + [int(torch.Size(s).numel()) for s in self.shapes], dtype=torch.int64)
+        numels = torch.tensor([0] + [int(torch.Size(s).numel()) for s in self.shapes], dtype=torch.int64,
+                              device=self.indices.device)
         bounds = torch.cumsum(numels, 0)
         counts = torch.searchsorted(self.indices, bounds[1:]) - torch.searchsorted(self.indices, bounds[:-1])
         return {n: int(c) for n, c in zip(self.names, counts.tolist())}

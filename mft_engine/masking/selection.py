@@ -44,10 +44,10 @@ def k_for(fraction: float, n_detrimental: int) -> int:
 
 
 def fusable(thetas: list[torch.Tensor], grads: list[torch.Tensor]) -> bool:
-    """Whether mft::zero_topk_ may select and zero `thetas` in one pass: CPU, contiguous, one floating
-    dtype, and no theta sharing memory with another theta or with any grad (tied or aliased weights would
-    be zeroed through their twin). Cost: O(n log n) over the n tensors' address ranges."""
-    if not thetas or any(t.device.type != "cpu" or not t.is_contiguous() for t in thetas):
+    """Whether mft::zero_topk_ may select and zero `thetas` in one pass: one device, contiguous, one
+    floating dtype, and no theta sharing memory with another theta or with any grad (tied or aliased weights
+    would be zeroed through their twin). Cost: O(n log n) over the n tensors' address ranges."""
+    if not thetas or any(t.device != thetas[0].device or not t.is_contiguous() for t in thetas):
         return False
     if len({t.dtype for t in thetas}) != 1 or thetas[0].dtype not in (torch.float32, torch.float16, torch.bfloat16):
         return False

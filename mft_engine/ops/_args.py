@@ -6,6 +6,8 @@ from typing import NoReturn
 
 import torch
 
+from ._cpu_env import check_cpu_path_environment
+
 from ..errors import NonFiniteError
 from ..selection_spec import check_rank_by as _check_rank_by, round_lr_fp32
 
@@ -27,6 +29,22 @@ def tensor_list(tensors: Sequence[torch.Tensor], what: str) -> list[torch.Tensor
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{what}[{i}] must be a torch.Tensor, got {type(t).__name__}")
     return out
+
+
+def check_backend(*tensors: torch.Tensor | Sequence[torch.Tensor]) -> None:
+    """Before a kernel call: every tensor given (tensors or lists of them) on one device — ValueError
+    naming the two devices otherwise, before the dispatcher's longer error — and, for CPU tensors, the
+    MFT_CPU_PATH check (CpuPathError). Cost: one device comparison per tensor."""
+    flat = [t for x in tensors for t in ((x,) if isinstance(x, torch.Tensor) else x)]
+    if not flat:
+        return
+    first = flat[0].device
+    for t in flat[1:]:
+        if t.device != first:
+            raise ValueError(f"tensors on two devices, {first} and {t.device}: every tensor an mft op takes must be "
+                             "on one device")
+    if first.type == "cpu":
+        check_cpu_path_environment()
 
 
 def check_names(names: Sequence[str] | None, n: int) -> list[str] | None:

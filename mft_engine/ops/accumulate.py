@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from ._cpu_env import check_cpu_path_environment
+from ._args import check_backend
+
 
 
 def accumulate_(g_sum: torch.Tensor, sq_sum: torch.Tensor, pos_count: torch.Tensor, neg_count: torch.Tensor,
@@ -21,5 +22,5 @@ def accumulate_(g_sum: torch.Tensor, sq_sum: torch.Tensor, pos_count: torch.Tens
     Cost: one fused pass over the five arrays (PyTorch needs ~4 passes and temporaries); no extra memory
     unless grad is non-contiguous (then one contiguous copy).
     """
-    check_cpu_path_environment()
+    check_backend(g_sum, sq_sum, pos_count, neg_count, grad)
     torch.ops.mft.accumulate_.default(g_sum, sq_sum, pos_count, neg_count, grad)

@@ -5,8 +5,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ._args import check_names, raise_nonfinite, round_lr, tensor_list
-from ._cpu_env import check_cpu_path_environment
+from ._args import check_backend, check_names, raise_nonfinite, round_lr, tensor_list
 
 
 def detrimental_count(thetas: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], lr: float,
@@ -26,7 +25,7 @@ def detrimental_count(thetas: Sequence[torch.Tensor], grads: Sequence[torch.Tens
     if not thetas and not grads:
         return torch.zeros((0,), dtype=torch.int64)
     try:
-        check_cpu_path_environment()
+        check_backend(thetas, grads)
         return torch.ops.mft.detrimental_count.default(thetas, grads, lr32, bool(literal))
     except RuntimeError as err:
         raise_nonfinite(err, names, thetas, grads)

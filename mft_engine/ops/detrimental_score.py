@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ._args import check_rank_by, raise_nonfinite, round_lr
-from ._cpu_env import check_cpu_path_environment
+from ._args import check_backend, check_rank_by, raise_nonfinite, round_lr
 
 
 def detrimental_score(theta: torch.Tensor, grad: torch.Tensor, lr: float, rank_by: str = "shrink",
@@ -26,7 +25,7 @@ def detrimental_score(theta: torch.Tensor, grad: torch.Tensor, lr: float, rank_b
     lr32 = round_lr(lr)
     check_rank_by(rank_by)
     try:
-        check_cpu_path_environment()
+        check_backend(theta, grad)
         return torch.ops.mft.detrimental_score.default(theta, grad, lr32, rank_by, bool(literal))
     except RuntimeError as err:
         raise_nonfinite(err, None if name is None else [name], [theta], [grad], single=True)

@@ -5,8 +5,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ._args import check_names, check_rank_by, raise_nonfinite, round_lr, tensor_list
-from ._cpu_env import check_cpu_path_environment
+from ._args import check_backend, check_names, check_rank_by, raise_nonfinite, round_lr, tensor_list
 
 
 def select_topk(thetas: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], lr: float, k: int,
@@ -42,7 +41,7 @@ def select_topk(thetas: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], l
         return (torch.empty((0,), dtype=torch.int64), torch.tensor(float("inf"), dtype=torch.float64),
                 torch.tensor(0, dtype=torch.int64))
     try:
-        check_cpu_path_environment()
+        check_backend(thetas, grads)
         return torch.ops.mft.select_topk.default(thetas, grads, lr32, k, rank_by, bool(literal), int(seed))
     except RuntimeError as err:
         raise_nonfinite(err, names, thetas, grads)

@@ -5,8 +5,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ._args import tensor_list
-from ._cpu_env import check_cpu_path_environment
+from ._args import check_backend, tensor_list
 
 
 def _check_empty(indices: torch.Tensor) -> None:
@@ -29,7 +28,7 @@ def zero_masked_(params: Sequence[torch.Tensor], indices: torch.Tensor) -> torch
     if not params:
         _check_empty(indices)
         return torch.empty((0,), dtype=torch.float32)
-    check_cpu_path_environment()
+    check_backend(params, indices)
     return torch.ops.mft.zero_masked_.default(params, indices)
 
 
@@ -43,5 +42,5 @@ def restore_(params: Sequence[torch.Tensor], indices: torch.Tensor, values: torc
     if not params:
         _check_empty(indices)
         return
-    check_cpu_path_environment()
+    check_backend(params, indices, values)
     torch.ops.mft.restore_.default(params, indices, values)

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from ..device import model_device, to_device
+
 Params = dict[str, torch.Tensor]
 
 
@@ -55,6 +57,9 @@ class Objective:
         if missing:
             raise KeyError(f"parameters {missing[:3]} are not in the model")
         self.n = int(sum(int(b["labels"].shape[0]) for b in self.batches))
+        device = model_device(self.model)
+        if any(isinstance(v, torch.Tensor) and v.device != device for b in self.batches for v in b.values()):
+            self.batches = [to_device(b, device) for b in self.batches]  # once, not per product
 
     def params(self) -> Params:
         """The current values of the chosen parameters, detached (views of the model's storage)."""

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..config import PRECISIONS, parse_unit_list
 from ..data.config import DataConfig
+from ..device import check_device_spec, device_field
 from ..errors import ConfigError
 from ..fields import COUNT_MAX, FlatConfig, check_int_range, compose, flat_fields, help_field
 from . import registry  # noqa: F401  (registers the built-in methods: their options are composed below)
@@ -57,6 +58,7 @@ class FinetuneConfig(FlatConfig):
     warmup_ratio: float = help_field("share of the steps with linear warm-up, then linear decay to 0", 0.1)
     max_grad_norm: float = help_field("clip the global gradient norm to this (0: no clipping)", 1.0)
     precision: str = help_field("fp32 | bf16 (bf16 autocast forward/backward, fp32 weights)", "fp32")
+    device: str = device_field()
     eval_every: int = help_field("validate on the scoring half every n steps (for --save-at and early stopping)", 50)
     save_at: list[float] = help_field("save a checkpoint the first time scoring-half accuracy reaches each target "
                                       "(comma-separated, in (0, 1])", [])
@@ -91,6 +93,7 @@ class FinetuneConfig(FlatConfig):
             raise ConfigError(f"--dense-eval-until {self.dense_eval_until} must be in [0, 1]")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        check_device_spec(self.device)
 
     def method_options(self, method: str | None = None) -> Any:
         """The settings of `method` (default: this run's) in this config: the composed instance of the

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from ..device import MemoryPeaks, device_summary, resolve_device
 from ..errors import ConfigError
 from ..evaluate.validation import ValidationSets
 from ..models import load_model
@@ -86,6 +87,8 @@ def finetune(config: FinetuneConfig, progress: Progress | None = None,
     cfg = config
     progress = progress or Progress()
     method = get_method(cfg.method)
+    device = resolve_device(cfg.device)  # before the folder: a device this machine lacks writes nothing
+    peaks = MemoryPeaks(device)
     t0 = time.perf_counter()
     with ResultsFolder(cfg.out, f"finetune_{cfg.method}") as folder:
         if on_folder is not None:
@@ -100,6 +103,7 @@ def finetune(config: FinetuneConfig, progress: Progress | None = None,
         lm = load_model(cfg.model, train.num_labels, seed=cfg.data.seed,
                         problem_type="regression" if train.is_regression else None, max_length=cfg.data.max_length)
         log.info("model: %s", lm.source)
+        lm.model.to(device)
         base_total = sum(p.numel() for p in lm.model.parameters())
 
         prepared = cfg.data.prepare(splits, lm.tokenizer)
@@ -141,15 +145,18 @@ def finetune(config: FinetuneConfig, progress: Progress | None = None,
                 log.info("target %.4g reached at step %d: scoring %.4f, evaluation %.4f -> %s", r.target, step,
                          r.scoring_accuracy, r.evaluation_accuracy, r.path)
 
-        tlog = train_model(prepared, method, cfg, train_tokens, rows, vsets, metric, targets, save_reached, progress)
+        with peaks.phase("train"):
+            tlog = train_model(prepared, method, cfg, train_tokens, rows, vsets, metric, targets, save_reached,
+                               progress)
         peak = peak_rss_bytes()
         peak_cuda = torch.cuda.max_memory_allocated() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
 
         progress.phase("evaluate", 3)
         halves = {}
-        for which in ("evaluation", "scoring", "whole"):
-            halves[which] = vsets.metrics(model, which)
-            progress.advance(1)
+        with peaks.phase("evaluate"):
+            for which in ("evaluation", "scoring", "whole"):
+                halves[which] = vsets.metrics(model, which)
+                progress.advance(1)
         progress.done()
 
         stored_bytes = method.stored_bytes(model)
@@ -160,6 +167,7 @@ def finetune(config: FinetuneConfig, progress: Progress | None = None,
             "config": cfg.to_dict(),
             "versions": versions(),
             "machine": machine_info(),
+            "device": device_summary(device, peaks),
             "method": cfg.method,
             # how the method describes this run in the methods table (`mft compare` reads it)
             "method_label": method.describe(cfg.method_options()),

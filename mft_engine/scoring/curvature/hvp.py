@@ -81,7 +81,8 @@ def zeros_like(params: Params) -> Params:
 
 def random_like(params: Params, generator: torch.Generator | None = None) -> Params:
     """Params of standard normal entries shaped and typed like `params` (seeded by `generator`)."""
-    return {n: torch.randn(t.shape, generator=generator, dtype=t.dtype) for n, t in params.items()}
+    # drawn on the CPU, then moved: the same vectors on every device
+    return {n: torch.randn(t.shape, generator=generator, dtype=t.dtype).to(t.device) for n, t in params.items()}
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ...device import resolve_device
 from ...errors import ConfigError, MftError, ResumeError
 from ...report import ResultsFolder, machine_info, versions
 from ...report.folder import PARTIAL_SUFFIX
@@ -141,6 +142,8 @@ def sweep(config: SweepConfig, resume: str | Path | None = None, progress: Progr
     if existing is not None:
         config = _merge_stored(config, existing)
     cells = config.cells()
+    for device in dict.fromkeys(c.config.device for c in cells):
+        resolve_device(device)  # a device this machine lacks: one line before any cell runs
     previous = {}
     if existing is not None:
         previous = {c["id"]: c for c in json.loads((existing / SWEEP_FILE).read_text()).get("cells", [])}

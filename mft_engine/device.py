@@ -1,0 +1,149 @@
+"""The device a pipeline runs on: the `--device` field every pipeline config declares, its resolution
+against what this machine has (one line and exit 2 for a device it lacks), moving batches there, and the
+device's own figures for results.json (name, memory, peak memory per phase).
+
+Pipelines resolve the device once, place the model there, and let the dispatcher choose the kernels
+(C++ for CPU tensors, Triton for CUDA tensors): nothing downstream branches on the device type.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import warnings
+from typing import Any, Iterator, Mapping
+
+import torch
+
+from .errors import ConfigError
+from .fields import help_field
+
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N"
+_SPEC = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def device_field(default: str = "auto"):
+    """The `device` field of a pipeline config (flag --device): auto | cpu | cuda | cuda:N."""
+    return help_field("auto (cuda when a CUDA device is visible, else cpu) | cpu | cuda | cuda:N", default)
+
+
+def check_device_spec(spec: str) -> None:
+    """ConfigError (one line naming the value) unless `spec` is auto, cpu, cuda or cuda:N. Syntax only:
+    whether this machine has the device is `resolve_device`'s question, asked when the run starts."""
+    if not isinstance(spec, str) or not _SPEC.match(spec):
+        hint = (": XLA devices are not supported by the pipelines yet" if isinstance(spec, str)
+                and spec.startswith("xla") else "")
+        raise ConfigError(f"--device {spec!r} is not one of {DEVICE_CHOICES}{hint}")
+
+
+def resolve_device(spec: str, local_rank: int | None = None) -> torch.device:
+    """The torch.device `spec` names on this machine. `auto` is cuda when CUDA is available, else cpu;
+    `cuda` (and `auto` on CUDA) is cuda:`local_rank` under torchrun, else the current CUDA device.
+    ConfigError with one line naming the device when this torch or machine lacks it (a CPU-only torch, no
+    visible device, an index past the device count, CUDA without mft's Triton kernels). Cost: CUDA queries."""
+    check_device_spec(spec)
+    if spec == "cpu" or (spec == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if torch.version.cuda is None:
+        raise ConfigError(f"--device {spec}: this torch ({torch.__version__}) is a CPU-only build; install a CUDA "
+                          "build of torch, or pass --device cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"--device {spec}: no CUDA device is visible (torch.cuda.is_available() is False); "
+                          "pass --device cpu")
+    count = torch.cuda.device_count()
+    if ":" in spec:
+        index = int(spec.split(":", 1)[1])
+    else:
+        index = local_rank if local_rank is not None else torch.cuda.current_device()
+    if index >= count:
+        raise ConfigError(f"--device cuda:{index}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    if not torch._C._dispatch_has_kernel_for_dispatch_key("mft::select_topk", "CUDA"):
+        raise ConfigError(f"--device {spec}: mft's CUDA kernels are written in Triton, which is not installed: "
+                          "pip install 'mft_engine[gpu]'")
+    return torch.device("cuda", index)
+
+
+def warn_fp64(device: torch.device) -> None:
+    """Warn once that fp64 ground truth runs at a fraction of fp32 speed on consumer CUDA cards."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        if not any(s in name for s in ("H100", "H200", "A100", "V100", "B100", "B200", "GH200", "MI2", "MI3")):
+            warnings.warn(f"{name} may run fp64 at 1/32 to 1/64 of its fp32 rate: fp64 ground truth will be slow "
+                          "there", stacklevel=2)
+
+
+def to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+    """`batch` (an HF batch dict) with its tensors on `device` (non-blocking copies: no host sync)."""
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); nothing on CPU, where ops return when done. Timers call
+    it before reading the clock, so a GPU figure is the work's time and not its launch's."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's first parameter (cpu for a model without parameters)."""
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def device_record(device: torch.device) -> dict[str, Any]:
+    """What results.json records of the device: its name, kind, total memory in bytes and, for CUDA, the
+    compute capability. Cost: one device query."""
+    if device.type == "cuda":
+        p = torch.cuda.get_device_properties(device)
+        return {"device": str(device), "name": p.name, "capability": f"{p.major}.{p.minor}",
+                "total_memory_bytes": int(p.total_memory)}
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = None
+    return {"device": str(device), "name": "cpu", "total_memory_bytes": total}
+
+
+def _rss_peak() -> int | None:
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    except (ImportError, OSError):
+        return None
+
+
+class MemoryPeaks:
+    """Peak memory per phase on one device: on CUDA the allocator's peak (torch.cuda.max_memory_allocated,
+    reset at each phase's start); on CPU the process's peak resident set read at each phase's end
+    (getrusage: a high-water mark since the process started, so it never falls from one phase to the next;
+    resetting it would change what other figures of the same process mean). Cost: one query per phase end."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.bytes: dict[str, int | None] = {}
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Record the peak memory of the block as phase `name`."""
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        try:
+            yield
+        finally:
+            self.bytes[name] = (int(torch.cuda.max_memory_allocated(self.device)) if self.device.type == "cuda"
+                                else _rss_peak())
+
+    def to_dict(self) -> dict[str, Any]:
+        """{"measure": what the figures are, "bytes": {phase: peak bytes}}."""
+        measure = ("torch.cuda.max_memory_allocated, reset at each phase's start" if self.device.type == "cuda"
+                   else "process peak resident set since it started (ru_maxrss), read at each phase's end")
+        return {"measure": measure, "bytes": dict(self.bytes)}
+
+
+def device_summary(device: torch.device, peaks: MemoryPeaks | None = None) -> dict[str, Any]:
+    """results.json's "device" entry: `device_record` plus the peak memory per phase."""
+    out = device_record(device)
+    if peaks is not None:
+        out["peak_memory"] = peaks.to_dict()
+    return out
