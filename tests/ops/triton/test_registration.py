@@ -25,6 +25,14 @@ def test_every_mft_op_has_a_cuda_kernel():
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"mft::{name}", "CPU"), name
 
 
+def test_ops_that_read_back_to_raise_are_cudagraph_unsafe():
+    """Every op whose kernel reads a value back to the host to raise (NaN/Inf, a bad k, bad indices) is
+    tagged, so torch.compile's CUDA graphs leave it out; accumulate_ raises nothing on the device."""
+    tagged = {name for name in _mft_ops()
+              if torch.Tag.cudagraph_unsafe in getattr(torch.ops.mft, name).default.tags}
+    assert tagged == _mft_ops() - {"accumulate_"}
+
+
 def test_each_kernel_takes_its_schemas_arguments():
     for name, (module, function) in triton_kernels.KERNELS.items():
         fn = getattr(importlib.import_module(f"{triton_kernels.__name__}.{module}"), function)
