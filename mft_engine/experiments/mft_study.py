@@ -21,8 +21,8 @@ import torch
 from .. import ops
 from ..bench.bounds import read_bandwidth
 from ..collect import GradientState, collect_gradients
-from ..collect.distributed import (DROPOUT_SEEDING, World, check_same_on_every_rank, init_from_env, reduce_state,
-                                   shard)
+from ..collect.distributed import (DROPOUT_SEEDING, World, broadcast, check_same_on_every_rank, init_from_env,
+                                   reduce_state, shard)
 from ..collect.provenance import build_provenance, model_fingerprint, provenance_difference, split_sha256
 from ..collect.state import StateError
 from ..config import RunConfig
@@ -93,6 +93,24 @@ def chance_check(before: dict, labels) -> dict | None:
 
 
 CHECKPOINT = "collect_checkpoint.safetensors"
+#: the checkpoints of a run under torchrun: one per rank, named with the rank and the world size
+RANK_CHECKPOINTS = "collect_checkpoint.rank*-of-*.safetensors"
+
+
+def checkpoint_name(w: World) -> str:
+    """The collection checkpoint this process writes: CHECKPOINT alone; under torchrun its own block's,
+    `collect_checkpoint.rank<r>-of-<n>.safetensors` (a resume must use the same number of processes)."""
+    return CHECKPOINT if not w.distributed else f"collect_checkpoint.rank{w.rank}-of-{w.size}.safetensors"
+
+
+def _check_resume_world(path: Path, w: World) -> None:
+    """ResumeError unless the checkpoints in `path` were written by as many processes as run now."""
+    sizes = {int(p.name.rsplit("-of-", 1)[1].split(".", 1)[0]) for p in path.glob(RANK_CHECKPOINTS)}
+    if (path / CHECKPOINT).is_file():
+        sizes.add(1)
+    if sizes and sizes != {w.size}:
+        raise ResumeError(f"--resume {path} was collected by {' and '.join(map(str, sorted(sizes)))} process(es); "
+                          f"resume it with the same number (this run has {w.size})")
 
 
 @contextlib.contextmanager
@@ -126,7 +144,7 @@ def resume_config(resume: str | Path, given: dict[str, Any]) -> RunConfig:
     if conflicts:
         what = ", ".join(f"--{k.replace('_', '-')}" for k in conflicts)
         raise ResumeError(f"--resume {path} was started with another configuration ({what} differ)")
-    if not (path / CHECKPOINT).is_file():
+    if not (path / CHECKPOINT).is_file() and not any(path.glob(RANK_CHECKPOINTS)):
         raise ResumeError(f"--resume {path} holds no collection checkpoint ({CHECKPOINT}): the run was started with "
                           "--checkpoint-every 0, so it cannot be resumed; start it again")
     return RunConfig.from_dict({**base, **given})
@@ -147,21 +165,14 @@ def _load_checkpoint(path: Path, meta: dict, model) -> tuple[GradientState, dict
     return state, extra
 
 
-def _collect(cfg: RunConfig, model, batches: list[Batch], folder: ResultsFolder | None, progress: Progress,
+def _collect(cfg: RunConfig, model, batches: list[Batch], ckpt_path: Path, progress: Progress,
              meta: dict, resumed: tuple[GradientState, dict] | None, w: World) -> GradientState:
     """g and its statistics over `batches`: this rank's contiguous block of them under torchrun (then
     reduced over every rank in rank order), all of them alone. Each batch's dropout is seeded from the
-    run's seed and its index, so the ranks' split does not change a batch's gradient."""
+    run's seed and its index, so the ranks' split does not change a batch's gradient. With
+    --checkpoint-every, each process saves its own partial sums to `ckpt_path`; `resumed` continues them."""
     if w.distributed:
-        block = shard(len(batches), w)
-        progress.phase(f"collect gradients (rank {w.rank}/{w.size})", len(block))
-        local = collect_gradients(
-            model, [batches[i] for i in block], train_mode=not cfg.eval_mode, precision=cfg.precision,
-            on_batch=lambda i, loss: progress.advance(1, loss=loss), meta=meta, dropout_seed=cfg.data.seed,
-            first_index=block.start)
-        progress.done()
-        return reduce_state(local, w)
-    ckpt_path = folder.path / CHECKPOINT
+        return _collect_block(cfg, model, batches, ckpt_path, progress, meta, resumed, w)
     state, skip = None, 0
     if resumed is not None:
         state, extra = resumed
@@ -191,6 +202,33 @@ def _collect(cfg: RunConfig, model, batches: list[Batch], folder: ResultsFolder 
     return state
 
 
+def _collect_block(cfg: RunConfig, model, batches: list[Batch], ckpt_path: Path, progress: Progress, meta: dict,
+                   resumed: tuple[GradientState, dict] | None, w: World) -> GradientState:
+    """Under torchrun: this rank's block of `batches`, continued from its own checkpoint when resumed (no
+    RNG state is needed: dropout is seeded per batch), then reduced over every rank."""
+    block = shard(len(batches), w)
+    state = resumed[0] if resumed is not None else None
+    skip = state.n_batches if state is not None else 0
+    if skip:
+        log.info("rank %d: resuming its block after %d of %d batches", w.rank, skip, len(block))
+
+    def checkpoint(st: GradientState, done: int) -> None:
+        st.save(ckpt_path)
+
+    progress.phase(f"collect gradients (rank {w.rank}/{w.size})", len(block))
+    progress.advance(skip)
+    if skip < len(block):
+        state = collect_gradients(
+            model, [batches[i] for i in block], state=state, skip=skip, train_mode=not cfg.eval_mode,
+            precision=cfg.precision, on_batch=lambda i, loss: progress.advance(1, loss=loss),
+            checkpoint=checkpoint, checkpoint_every=cfg.checkpoint_every, meta=meta, dropout_seed=cfg.data.seed,
+            first_index=block.start)
+        if cfg.checkpoint_every and state.n_batches % cfg.checkpoint_every:
+            checkpoint(state, state.n_batches)  # the whole block: a kill after this does not collect it again
+    progress.done()
+    return reduce_state(state, w)
+
+
 def _reuse_state(cfg: RunConfig, model, provenance: dict) -> tuple[GradientState, bool]:
     """The --state file, refused when it was built from another model, data, rows or collection settings;
     (state, whether its provenance was checked) — states written before provenance are accepted with a warning."""
@@ -209,17 +247,16 @@ def _reuse_state(cfg: RunConfig, model, provenance: dict) -> tuple[GradientState
 
 
 def _check_distributed(cfg: RunConfig, resume, w: World) -> None:
-    """Refuse what a multi-process run does not do yet, and ranks started differently (one line each)."""
-    if cfg.checkpoint_every or resume is not None:
-        raise ConfigError("--checkpoint-every and --resume are single-process only for now: under torchrun each "
-                          "rank would need its own checkpoint")
+    """Refuse ranks started differently (one line)."""
     digest = json.dumps({k: v for k, v in cfg.to_dict().items() if k != "out"}, sort_keys=True, default=str)
     check_same_on_every_rank("configuration", digest, w)
 
 
-def _collect_on_worker(cfg: RunConfig, progress: Progress, w: World, device: torch.device) -> StudyResult:
+def _collect_on_worker(cfg: RunConfig, progress: Progress, w: World, device: torch.device, resume) -> StudyResult:
     """A rank other than 0: prepare the same data and model, collect its block of batches and join the
-    reduction; rank 0 writes the results folder, so this rank writes nothing."""
+    reduction; rank 0 writes the results folder, so this rank writes nothing but its own collection
+    checkpoint there (--checkpoint-every)."""
+    folder = Path(broadcast(None, w))  # rank 0 has created (or reopened) the results folder
     splits = cfg.data.load_splits()
     train = splits.train
     lm = load_model(cfg.model, train.num_labels, seed=cfg.data.seed,
@@ -231,7 +268,10 @@ def _collect_on_worker(cfg: RunConfig, progress: Progress, w: World, device: tor
         return StudyResult(None, {"rank": w.rank}, None)
     batches = gradient_batches(prepared.train_tokens, prepared.rows, train.labels, train.is_regression,
                                reduction=cfg.reduction, batch_size=cfg.batch_size, keep_last=cfg.keep_last)
-    state = _collect(cfg, lm.model, batches, None, progress, {"rank": w.rank}, None, w)
+    meta = {"collection_key": cfg.collection_key(), "rank": w.rank}
+    ckpt = folder / checkpoint_name(w)
+    resumed = _load_checkpoint(ckpt, meta, lm.model) if resume is not None and ckpt.is_file() else None
+    state = _collect(cfg, lm.model, batches, ckpt, progress, meta, resumed, w)
     return StudyResult(None, {"rank": w.rank}, state)
 
 
@@ -249,18 +289,23 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
     w = init_from_env(cfg.dist_backend)
     # Resolved before anything is written: a device this machine lacks is one line and exit 2.
     device = resolve_device(cfg.device, w.local_rank if w.distributed else None)
+    if resume is not None:
+        _check_resume_world(Path(resume), w)
     peaks = MemoryPeaks(device)
     if w.distributed:
         _check_distributed(cfg, resume, w)
         if not w.is_main:
-            return _collect_on_worker(cfg, progress, w, device)
+            return _collect_on_worker(cfg, progress, w, device, resume)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     with ResultsFolder(cfg.out, "mft", resume=resume) as folder:
         if resume is None:
             folder.write_json("config.json", cfg.to_dict())
+        if w.distributed:
+            broadcast(str(folder.path), w)  # the other ranks write their checkpoints there
         if cfg.checkpoint_every:
-            folder.keep_on_failure(CHECKPOINT)
+            for r in range(w.size):
+                folder.keep_on_failure(checkpoint_name(World(r, w.size, r)))
         log.info("config: %s", cfg.to_dict())
         splits = cfg.data.load_splits()
         train, val = splits.train, splits.val
@@ -299,7 +344,8 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
             precision=cfg.precision, max_length=cfg.data.max_length, dropout_seeding=DROPOUT_SEEDING)
         meta = {"collection_key": cfg.collection_key(), "reduction": cfg.reduction,
                 "train_mode": not cfg.eval_mode, "rows": row_ids, "provenance": provenance}
-        resumed = _load_checkpoint(folder.path / CHECKPOINT, meta, model) if resume is not None else None
+        ckpt = folder.path / checkpoint_name(w)
+        resumed = _load_checkpoint(ckpt, meta, model) if resume is not None and ckpt.is_file() else None
         provenance_checked = None
         reused = None
         if cfg.state:
@@ -315,7 +361,7 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
 
         t = time.perf_counter()
         with _phase("collect", peaks):
-            state = reused if reused is not None else _collect(cfg, model, batches, folder, progress, meta, resumed, w)
+            state = reused if reused is not None else _collect(cfg, model, batches, ckpt, progress, meta, resumed, w)
         timings["collect_s"] = time.perf_counter() - t
 
         t = time.perf_counter()

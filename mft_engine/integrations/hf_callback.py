@@ -10,6 +10,13 @@ so the Trainer's own run goes on as if nothing happened), selects the top `fract
 eligible parameters with `detrimental_mask`, and saves the Mask (indices + the values they held) plus a
 small JSON. With `apply=True` it also zeroes those parameters in place (the training that follows may
 move them again).
+
+Under DDP (torchrun / accelerate launch with several processes) each rank collects its own share — the
+Trainer's dataloader is already split across ranks; batches passed in are split into contiguous blocks —
+the partial sums are reduced across ranks (`collect.distributed.reduce_state`), rank 0 selects and
+broadcasts the indices, every rank zeroes them when `apply=True` (the replicas stay identical), and rank 0
+alone writes the files. FSDP and DeepSpeed ZeRO-3 shard the parameters themselves, so the callback refuses
+them with one line when training begins.
 """
 from __future__ import annotations
 
@@ -22,6 +29,7 @@ import torch
 from transformers import TrainerCallback
 
 from ..collect import Batch, collect_gradients
+from ..collect.distributed import broadcast, reduce_state, shard, world
 from ..selection_spec import SelectionSpec, round_lr_fp32
 from ..errors import ConfigError
 from ..masking import Mask, detrimental_mask
@@ -83,6 +91,21 @@ class MftCallback(TrainerCallback):
         self.records: list[dict[str, Any]] = []
         self._epochs_seen = 0
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        """Refuse sharded parameters (FSDP, DeepSpeed ZeRO-3): each rank holds only part of θ there."""
+        zero3 = False
+        try:
+            from transformers.integrations import is_deepspeed_zero3_enabled
+
+            zero3 = bool(is_deepspeed_zero3_enabled())
+        except ImportError:
+            pass
+        if getattr(args, "fsdp", None) or zero3:
+            raise ConfigError("MftCallback cannot run under FSDP or DeepSpeed ZeRO-3: they shard the parameters "
+                              "across ranks, and the detrimental test needs every whole θ and g on each rank "
+                              "(use DDP, or ZeRO stage 1/2)")
+        return control
+
     def on_epoch_end(self, args, state, control, model=None, train_dataloader=None, **kwargs):
         self._epochs_seen += 1
         epoch = round(state.epoch) if state.epoch is not None else self._epochs_seen
@@ -95,15 +118,23 @@ class MftCallback(TrainerCallback):
             raise ConfigError("MftCallback has no batches: pass batches= or run it inside a Trainer that "
                               "provides its train dataloader")
         lr = float(self.lr if self.lr is not None else args.learning_rate)
-        self.collect_and_save(model, source, lr, epoch, global_step=int(state.global_step))
+        # The Trainer's dataloader is already this rank's share under DDP; batches passed in are the same
+        # on every rank and are split here.
+        self.collect_and_save(model, source, lr, epoch, global_step=int(state.global_step),
+                              split_across_ranks=self.batches is not None)
         return control
 
     def collect_and_save(self, model: torch.nn.Module, batches: Iterable, lr: float, epoch: int,
-                         global_step: int | None = None) -> Mask:
+                         global_step: int | None = None, split_across_ranks: bool = True) -> Mask:
         """One collection on `batches`, the detrimental mask, the files; returns the Mask. Usable outside a
-        Trainer too."""
+        Trainer too. Under torch.distributed with several ranks, `split_across_ranks` gives each rank a
+        contiguous block of `batches` (the first `max_batches`); False means each rank was handed its own."""
         device = next(model.parameters()).device
         limit = self.max_batches
+        w = world()
+        if w.distributed and split_across_ranks:
+            batches = list(batches)[:limit] if limit is not None else list(batches)
+            batches = [batches[i] for i in shard(len(batches), w)]
 
         def feed():
             for i, b in enumerate(batches):
@@ -125,16 +156,38 @@ class MftCallback(TrainerCallback):
                 torch.cuda.set_rng_state_all(cuda_rng)
             for p, g in grads.items():
                 p.grad = g
+        state = reduce_state(state, w)
         if state.n_batches == 0:
             raise ConfigError("MftCallback collected on no batch (empty batches or dataloader)")
-        # apply: selected and zeroed in one pass; the mask keeps the values, so mask.restore(model) undoes it
-        mask = detrimental_mask(model, state, lr=lr, fraction=self.fraction, rank_by=self.rank_by,
-                                exclude=self.exclude, apply=self.apply)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if w.distributed:
+            # Rank 0 selects; every rank zeroes the same indices, so the replicas stay identical.
+            chosen = None
+            if w.is_main:
+                chosen = detrimental_mask(model, state, lr=lr, fraction=self.fraction, rank_by=self.rank_by,
+                                          exclude=self.exclude, apply=False)
+            chosen = broadcast(None if chosen is None else (chosen.names, chosen.shapes, chosen.indices.cpu(),
+                                                            chosen.info), w)
+            mask = Mask(chosen[0], chosen[1], chosen[2], None, dict(chosen[3]))
+            if self.apply:
+                mask.apply(model)
+        else:
+            # apply: selected and zeroed in one pass; the mask keeps the values, so mask.restore(model) undoes it
+            mask = detrimental_mask(model, state, lr=lr, fraction=self.fraction, rank_by=self.rank_by,
+                                    exclude=self.exclude, apply=self.apply)
         stem = f"mask_epoch{epoch}"
         mask.info.update(epoch=epoch, global_step=global_step)
+        self.masks.append(mask)
+        record = self._record(mask, state, lr, epoch, global_step, stem)
+        self.records.append(record)
+        if not w.is_main:
+            return mask
+        self.output_dir.mkdir(parents=True, exist_ok=True)
         mask.save(self.output_dir / f"{stem}.safetensors")
-        record = {
+        (self.output_dir / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n")
+        return mask
+
+    def _record(self, mask: Mask, state, lr: float, epoch: int, global_step: int | None, stem: str) -> dict:
+        return {
             "epoch": epoch, "global_step": global_step, "mask_file": f"{stem}.safetensors",
             "lr": lr, "lr_fp32": round_lr_fp32(lr), "fraction": self.fraction, "rank_by": self.rank_by,
             "exclude": self.exclude if isinstance(self.exclude, str) else list(self.exclude),
@@ -142,8 +195,5 @@ class MftCallback(TrainerCallback):
             "n_samples": state.n_samples,
             "mean_batch_loss": sum(state.batch_losses) / state.n_batches,
             "k": len(mask), "per_tensor": {n: c for n, c in mask.per_tensor_counts().items() if c},
+            "world_size": world().size,
         }
-        (self.output_dir / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n")
-        self.masks.append(mask)
-        self.records.append(record)
-        return mask
