@@ -259,11 +259,15 @@ def inspect_folder(path: str | Path, fraction: float | None = None) -> Inspectio
         if (p / "methods_tradeoff.png").is_file():
             out.curves = _png(p / "methods_tradeoff.png")
     elif info.kind == "influence":
-        out.summary = f"**mft influence** `{p.name}` — removal sweeps (evaluation-half accuracy, 95% CI):"
+        out.summary = (f"**mft influence** `{p.name}` — removal sweeps: accuracy and its change against the "
+                       "unmasked model on held-out rows and the evaluation half (Holm-adjusted McNemar p):")
         if (p / "removal_sweeps.csv").is_file():
+            # columns absent from a folder (no held-out rows asked for) are left out by _csv_table
             out.table_header, out.table_rows = _csv_table(
-                p / "removal_sweeps.csv", ["checkpoint", "scorer", "n_removed", "evaluation_accuracy",
-                                           "evaluation_ci_low", "evaluation_ci_high", "scoring_accuracy"])
+                p / "removal_sweeps.csv", ["checkpoint", "scorer", "arm", "n_removed", "heldout_accuracy",
+                                           "heldout_delta_accuracy", "heldout_p_accuracy_holm", "evaluation_accuracy",
+                                           "evaluation_delta_accuracy", "evaluation_p_accuracy_holm",
+                                           "scoring_accuracy"])
         if (p / "removal_curves.png").is_file():
             out.curves = _png(p / "removal_curves.png")
     elif info.kind == "validate":

@@ -21,9 +21,11 @@ def validate_scorer(
     quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
     **given: Any,
 ) -> None:
-    """Judge every scorer against ground truth: n sampled eligible parameters each zeroed alone (ΔL on the
-    scoring half), sign figures, Spearman, top-100 precision, a damping sweep and additivity.
-    Writes results/validate_<timestamp>/."""
+    """Judge every scorer on its own claim against ground truth: n sampled eligible parameters each zeroed
+    alone (ΔL on the scoring half and on held-out rows, side by side; each item classed helpful / harmful /
+    undetermined by a bootstrap over examples): signed scorers on the sign of ΔL, unsigned ones on |ΔL|,
+    every scorer's picks against a random k, false-positive rates, the oracle row, a damping sweep and
+    additivity. Writes results/validate_<timestamp>/."""
     from ..experiments.validate_scorer import validate_scorers
 
     cfg = build_config(ValidateConfig, given)
@@ -35,14 +37,15 @@ def validate_scorer(
 @app.command("influence")
 @with_config_flags(InfluenceConfig)
 def influence(
-    json_out: bool = typer.Option(False, "--json", help="print the sweeps and the false-positive table as one "
-                                  "JSON object"),
+    json_out: bool = typer.Option(False, "--json", help="print the sweeps, the verdict and the gradient–influence "
+                                  "disagreement table as one JSON object"),
     quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
     **given: Any,
 ) -> None:
-    """Removal sweeps: per checkpoint and scorer, zero the N lowest-scored eligible parameters and measure
-    evaluation-half accuracy (bootstrap 95% CI) against a random control; the study's false-positive table.
-    Writes results/influence_<timestamp>/."""
+    """Removal sweeps: per checkpoint, scorer and N, zero the N lowest-scored eligible parameters (beside a
+    gradient step of the same norm on them and N random ones) and compare held-out and evaluation-half
+    accuracy and loss with the unmasked model (paired tests, Holm-corrected); the study's gradient–influence
+    disagreement table. Writes results/influence_<timestamp>/ (or influence_<name>/, resumable)."""
     from ..experiments.influence_sweep import removal_sweep
 
     cfg = build_config(InfluenceConfig, given)
@@ -50,7 +53,10 @@ def influence(
         result = removal_sweep(cfg, progress)
     rec = result.record
     print_result(result.out_dir, {"out_dir": str(result.out_dir), "baselines": rec["baselines"],
-                                  "sweeps": rec["sweeps"], "false_positive": rec["false_positive"]},
+                                  "sweeps": rec["sweeps"], "comparisons": rec["comparisons"],
+                                  "chosen_n": rec["chosen_n"], "verdict": rec["verdict"],
+                                  "gradient_influence_disagreement": rec["gradient_influence_disagreement"],
+                                  "cells": rec["cells"]},
                  json_out, quiet)
 
 

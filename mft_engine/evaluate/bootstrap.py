@@ -41,6 +41,36 @@ class BootstrapCI:
         return asdict(self)
 
 
+def bootstrap_distribution(values: Sequence[float] | np.ndarray,
+                           statistic: Callable[..., np.ndarray] = np.mean,
+                           resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
+                           caller: str = "bootstrap_distribution") -> tuple[np.ndarray, np.ndarray]:
+    """(values as float64 [n], the statistic of each of `resamples` bootstrap resamples, float64 [resamples]).
+
+    Resample indices come from `numpy.random.default_rng(seed)` in chunks of at most 2^22 drawn values,
+    so the same values, seed and resamples give the same draws whatever the statistic: two value arrays of
+    one length resampled with one seed are resampled on the same rows (a paired bootstrap).
+    Cost: O(resamples · n) time; extra memory O(min(resamples · n, 2^22) + resamples) floats.
+    Raises ConfigError (naming `caller`) for empty or non-finite values or resamples < 1.
+    """
+    x = np.asarray(values, dtype=np.float64).reshape(-1)
+    if x.size == 0:
+        raise ConfigError(f"{caller} got no values; expected at least one number")
+    if not np.all(np.isfinite(x)):
+        raise ConfigError(f"{caller} got non-finite values {x[~np.isfinite(x)][:3].tolist()}; expected finite numbers")
+    if resamples < 1:
+        raise ConfigError(f"bootstrap resamples {resamples} must be >= 1")
+    n = x.size
+    rng = np.random.default_rng(seed)
+    stats = np.empty(resamples, dtype=np.float64)
+    rows = max(1, _CHUNK_ELEMENTS // n)
+    for start in range(0, resamples, rows):
+        m = min(rows, resamples - start)
+        idx = rng.integers(0, n, size=(m, n))
+        stats[start:start + m] = statistic(x[idx], axis=1)
+    return x, stats
+
+
 def bootstrap_ci(values: Sequence[float] | np.ndarray,
                  statistic: Callable[..., np.ndarray] = np.mean,
                  resamples: int = DEFAULT_RESAMPLES, confidence: float = 0.95, seed: int = 0) -> BootstrapCI:
@@ -54,23 +84,10 @@ def bootstrap_ci(values: Sequence[float] | np.ndarray,
     O(min(resamples · n, 2^22) + resamples) floats.
     Raises ConfigError for empty or non-finite values, resamples < 1 or confidence outside (0, 1).
     """
-    x = np.asarray(values, dtype=np.float64).reshape(-1)
-    if x.size == 0:
-        raise ConfigError("bootstrap_ci got no values; expected at least one number")
-    if not np.all(np.isfinite(x)):
-        raise ConfigError(f"bootstrap_ci got non-finite values {x[~np.isfinite(x)][:3].tolist()}; expected finite numbers")
-    if resamples < 1:
-        raise ConfigError(f"bootstrap resamples {resamples} must be >= 1")
     if not 0.0 < confidence < 1.0:
         raise ConfigError(f"bootstrap confidence {confidence} must be in (0, 1)")
+    x, stats = bootstrap_distribution(values, statistic, resamples, seed, caller="bootstrap_ci")
     n = x.size
-    rng = np.random.default_rng(seed)
-    stats = np.empty(resamples, dtype=np.float64)
-    rows = max(1, _CHUNK_ELEMENTS // n)
-    for start in range(0, resamples, rows):
-        m = min(rows, resamples - start)
-        idx = rng.integers(0, n, size=(m, n))
-        stats[start:start + m] = statistic(x[idx], axis=1)
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(stats, [alpha, 1.0 - alpha])
     return BootstrapCI(estimate=float(statistic(x[None, :], axis=1)[0]), low=float(low), high=float(high),

@@ -1,16 +1,24 @@
-"""`mft influence`: removal sweeps per checkpoint and scorer, a random control, and the study's false-positive table.
+"""`mft influence`: removal sweeps per checkpoint and scorer, judged on rows nothing was chosen on.
 
-For each checkpoint (the reached targets of a `checkpoints.json`, or one `--model DIR`) and each scorer,
-the N lowest-scored eligible parameters (signed: most helpful predicted first; unsigned: least harmful first)
-are zeroed for each N, and accuracy is measured on the evaluation half with a bootstrap 95% CI (the
-scoring half beside it, which the scores were fitted on, to show the selection bias); a random mask of the
-same N is the control. The follow-up study's table counts gradient-detrimental and influence-beneficial
-(score < 0) eligible parameters, with rate = |detrimental ∧ not beneficial| / |detrimental|.
+For each checkpoint (the reached targets of a `checkpoints.json`, or one `--model DIR`), each scorer and
+each N of `--n-removed`, three arms change the model (experiments/removal_arms.py): `zero` sets the N
+lowest-scored eligible parameters to 0 (signed scorers: most helpful predicted first; unsigned: least
+harmful first), `matched` takes a gradient step on the same N parameters with the zeroing's norm, and
+`random` zeroes N parameters drawn uniformly (one per N). Each arm is compared with the unmasked model on
+the same examples: held-out training rows (`--heldout-rows`) and the validation split's evaluation half,
+with McNemar's test for accuracy and a paired bootstrap of per-example Δloss, Holm-corrected over every
+test of the run; the scoring half (what the scores were fitted on) is reported beside them untested, and
+the N each scorer would pick on it is reported with its held-out figures. Finished cells are written as
+they finish, and a rerun with the same `--name` (or `--resume`) skips them. The follow-up study's table
+counts gradient-detrimental and influence-beneficial (score < 0) eligible parameters; its rate,
+|detrimental ∧ not beneficial| / |detrimental|, is a disagreement between two scorers, not a false-positive
+rate, and is named so.
 """
 from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,37 +28,125 @@ import numpy as np
 import torch
 
 from ..config import help_field
-from ..data import eval_batches
-from ..errors import ConfigError
-from ..evaluate.bootstrap import bootstrap_ci
-from ..evaluate.predict import predict
+from ..errors import ConfigError, ResumeError
+from ..evaluate.paired import holm
 from ..masking import Mask, random_mask
+from ..device import device_summary, resolve_device
 from ..report import ResultsFolder, machine_info, versions
+from ..report.folder import PARTIAL_SUFFIX
 from ..report.plots import pyplot
 from ..report.progress import Progress
+from ..scoring.ground_truth.judge import gradient_influence_disagreement
+from .removal_arms import (
+    ARMS,
+    MATCHED_GRADIENTS,
+    STATE_FILE,
+    CellStore,
+    EvalSet,
+    apply_matched_step,
+    check_heldout_against_finetune,
+    check_resume,
+    heldout_set,
+    holm_threshold_note,
+    paired_figures,
+    parse_row_range,
+    rows_text,
+)
 from .scoring_setup import ScoringConfig, ScoringData, lowest, prepare_bench
-from .trials import parse_int_list, table_text, write_table
+from .trials import parse_int_list, parse_names, table_text, write_table
 
 log = logging.getLogger("mft_engine")
+
+#: the scorers of issue 17's sweep; `--scorers study` runs those of them that are registered (and says
+#: which are not)
+STUDY_SCORERS = ("gradient", "taylor", "taylor-train", "fisher-taylor", "influence", "magnitude", "wanda")
+MCNEMAR_TESTS = ("exact", "mid-p")
 
 
 @dataclass
 class InfluenceConfig(ScoringConfig):
     """Configuration of `mft influence`."""
 
+    scorers: str = help_field("scorers to run: study (gradient, taylor, taylor-train, fisher-taylor, influence, "
+                              "magnitude, wanda: those registered) | all | comma-separated names", "study")
     checkpoints: str | None = help_field("checkpoints.json of mft finetune --save-at (every reached target is swept); "
                                          "else --model is the one checkpoint", None)
-    n_removed: str = help_field("numbers N of lowest-scored parameters zeroed (comma-separated)", "100,500,1000,5000,10000")
-    resamples: int = help_field("bootstrap resamples of the evaluation-half accuracy", 2000)
+    n_removed: str = help_field("numbers N of lowest-scored parameters changed (comma-separated)",
+                                "100,1000,10000,100000")
+    arms: str = help_field("arms per scorer and N (comma-separated): zero (the N lowest-scored set to 0) | matched "
+                           "(a gradient step on the same N with the zeroing's norm) | random (N drawn uniformly, "
+                           "zeroed; one per N)", "zero,matched,random")
+    matched_gradient: str = help_field("gradient of the matched arm's step: scoring (∇L on the scoring half) | "
+                                       "train (the training g of --samples rows)", "scoring")
+    heldout_rows: str | None = help_field("training rows held out for evaluation: START:STOP or last:N (e.g. "
+                                          "last:5000); none may be among the --samples rows of g and H, nor among "
+                                          "the checkpoint's fine-tuning rows where its folder records them", None)
+    resamples: int | None = help_field("paired-bootstrap resamples B (CIs and Δloss p-values; the smallest p-value "
+                                       "is 2/(B+1)); default: enough that it is half Holm's first threshold "
+                                       "α/tests, and at least 10,000", None)
+    mcnemar: str = help_field("McNemar p-value the Holm correction uses for accuracy: exact | mid-p (both are "
+                              "reported)", "exact")
+    alpha: float = help_field("family-wise error rate of the Holm correction over every test of the run", 0.05)
+    name: str | None = help_field("folder influence_<name>; re-running with the same --out, --name and settings "
+                                  "resumes it (finished cells are read back, not recomputed)", None)
+    resume: str | None = help_field("continue an interrupted influence folder (its .influence_<time>.partial) "
+                                    "with the same settings", None)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         ns = self.removal_counts()
         if not ns or any(n < 1 for n in ns):
             raise ConfigError(f"--n-removed {self.n_removed!r} must list numbers >= 1")
-        if self.resamples < 1:
+        if self.resamples is not None and self.resamples < 1:
             raise ConfigError(f"--resamples {self.resamples} must be >= 1")
+        self.arm_list()  # validates --arms
+        if self.matched_gradient not in MATCHED_GRADIENTS:
+            raise ConfigError(f"--matched-gradient {self.matched_gradient!r} is not one of {', '.join(MATCHED_GRADIENTS)}")
+        if self.mcnemar not in MCNEMAR_TESTS:
+            raise ConfigError(f"--mcnemar {self.mcnemar!r} is not one of {', '.join(MCNEMAR_TESTS)}")
+        if not (0.0 < self.alpha < 1.0):
+            raise ConfigError(f"--alpha {self.alpha} must be in (0, 1)")
+        if self.heldout_rows is not None:
+            parse_row_range("--heldout-rows", self.heldout_rows, 1 << 62)  # syntax now; the range once data is read
+        if self.name is not None and (not self.name or "/" in self.name or self.name.startswith(".")):
+            raise ConfigError(f"--name {self.name!r} must be a plain folder name")
+        if self.name is not None and self.resume is not None:
+            raise ConfigError("--name and --resume name the folder twice; give one of them")
         self.checkpoint_list()  # validates --checkpoints
+
+    def scorer_names(self) -> list[str]:
+        """The scorers to run, in order: `study` → the STUDY_SCORERS that are registered."""
+        if self.scorers.strip() == "study":
+            from ..scoring.base import scorer_names
+
+            known = scorer_names()
+            return [s for s in STUDY_SCORERS if s in known]
+        return super().scorer_names()
+
+    def missing_study_scorers(self) -> list[str]:
+        """The STUDY_SCORERS that `--scorers study` could not run (not registered)."""
+        if self.scorers.strip() != "study":
+            return []
+        return [s for s in STUDY_SCORERS if s not in self.scorer_names()]
+
+    def n_tests(self) -> int:
+        """The size of the Holm family: per checkpoint and cell, accuracy and Δloss on each tested set."""
+        arms = self.arm_list()
+        per_n = len(self.scorer_names()) * sum(a != "random" for a in arms) + ("random" in arms)
+        sets = 1 + (self.heldout_rows is not None)
+        return len(self.checkpoint_list()) * len(self.removal_counts()) * per_n * sets * 2
+
+    def bootstrap_resamples(self) -> int:
+        """--resamples, or the smallest B ≥ 10,000 with 2/(B+1) ≤ α / (2 · n_tests()): then a Δloss test can
+        pass Holm's threshold (the bootstrap cannot resolve p-values below 2/(B+1))."""
+        if self.resamples is not None:
+            return self.resamples
+        return max(10_000, math.ceil(4.0 * self.n_tests() / self.alpha))
+
+    def arm_list(self) -> list[str]:
+        """The arms to run, in ARMS order."""
+        chosen = parse_names("--arms", self.arms, ARMS)
+        return [a for a in ARMS if a in chosen]
 
     def removal_counts(self) -> list[int]:
         return sorted(parse_int_list("--n-removed", self.n_removed))
@@ -87,160 +183,393 @@ class InfluenceResult:
     record: dict[str, Any]
 
 
-def accuracy_with_ci(model: torch.nn.Module, data: ScoringData, rows: list[int], resamples: int, seed: int) -> dict:
-    """Accuracy on `rows` of the validation split with a percentile-bootstrap 95% CI over examples."""
-    batches = eval_batches(data.val_tokens, rows, data.val.labels, False, data.cfg.data.eval_batch_tokens)
-    logits = predict(model, batches, len(rows))
-    correct = (logits.argmax(-1) == np.asarray([data.val.labels[r] for r in rows])).astype(np.float64)
-    ci = bootstrap_ci(correct, resamples=resamples, seed=seed)
-    return {"accuracy": ci.estimate, "ci_low": ci.low, "ci_high": ci.high}
+def _existing_folder(cfg: InfluenceConfig) -> Path | None:
+    """The influence folder that --resume or --name names (its state file present), or None for a new run."""
+    if cfg.resume is not None:
+        path = Path(cfg.resume).expanduser()
+        if not (path / STATE_FILE).is_file():
+            raise ResumeError(f"--resume {path} is not an influence folder (no {STATE_FILE} in it)")
+        return path
+    if cfg.name is None:
+        return None
+    out = Path(cfg.out)
+    partial, final = out / f".influence_{cfg.name}{PARTIAL_SUFFIX}", out / f"influence_{cfg.name}"
+    for p in (partial, final):
+        if (p / STATE_FILE).is_file():
+            return p
+    for p in (final, partial):
+        if p.exists():
+            raise ConfigError(f"{p} exists and is not an influence folder; choose another --name or --out")
+    return None
 
 
-def scoring_accuracy(model: torch.nn.Module, data: ScoringData) -> float:
-    batches = eval_batches(data.val_tokens, data.scoring_rows, data.val.labels, False, data.cfg.data.eval_batch_tokens)
-    logits = predict(model, batches, len(data.scoring_rows))
-    return float(np.mean(logits.argmax(-1) == np.asarray([data.val.labels[r] for r in data.scoring_rows])))
+class _Sweep:
+    """One run of the sweep: the folder, its cell store, the evaluation sets and the counts of cells."""
 
+    def __init__(self, cfg: InfluenceConfig, folder: ResultsFolder, progress: Progress):
+        self.cfg, self.folder, self.progress = cfg, folder, progress
+        self.store = CellStore(folder)
+        self.counts = cfg.removal_counts()
+        self.arms = cfg.arm_list()
+        self.scorers = cfg.scorer_names()
+        self.resamples = cfg.bootstrap_resamples()
+        self.data: ScoringData | None = None
+        self.sets: list[EvalSet] | None = None
+        self.computed = 0
+        self.reused = 0
 
-def _measure(model, mask: Mask, data: ScoringData, cfg: InfluenceConfig) -> dict:
-    mask.apply(model)
-    try:
-        ev = accuracy_with_ci(model, data, data.evaluation_rows, cfg.resamples, cfg.data.seed)
-        sc = scoring_accuracy(model, data)
-    finally:
-        mask.restore(model)
-    return {"evaluation_accuracy": ev["accuracy"], "evaluation_ci_low": ev["ci_low"],
-            "evaluation_ci_high": ev["ci_high"], "scoring_accuracy": sc}
+    def cell_keys(self) -> list[tuple[str, str, int]]:
+        """(scorer, arm, N) of every cell of one checkpoint, in report order."""
+        keys = [(s, a, n) for s in self.scorers for a in self.arms if a != "random" for n in self.counts]
+        if "random" in self.arms:
+            keys += [("random", "random", n) for n in self.counts]
+        return keys
 
+    def eval_sets(self, data: ScoringData) -> list[EvalSet]:
+        """held-out (if asked), evaluation half, scoring half; built once (the tokenizer is the first
+        checkpoint's, as for the rest of ScoringData). ConfigError when held-out rows overlap g's rows."""
+        if self.sets is not None:
+            return self.sets
+        cfg, sets = self.cfg, []
+        if cfg.heldout_rows is not None:
+            rows = parse_row_range("--heldout-rows", cfg.heldout_rows, len(data.train))
+            overlap = set(rows).intersection(data.rows)
+            if overlap:
+                raise ConfigError(f"--heldout-rows {cfg.heldout_rows}: {len(overlap):,} of its rows (e.g. row "
+                                  f"{min(overlap)}) are among the --samples rows of g and H; hold out other rows")
+            sets.append(heldout_set(data.tokenizer, data.train, rows, cfg.data.max_length, rows_text(rows)))
+        labels = list(data.val.labels)
+        sets.append(EvalSet("evaluation", "validation", data.val_tokens, data.evaluation_rows, labels, True,
+                            rows_text(data.evaluation_rows)))
+        sets.append(EvalSet("scoring", "validation", data.val_tokens, data.scoring_rows, labels, False,
+                            rows_text(data.scoring_rows)))
+        self.sets = sets
+        return sets
 
-def false_positive_row(label: str, gradient: dict[str, torch.Tensor], influence: dict[str, torch.Tensor],
-                       names: list[str]) -> dict:
-    """The study's table: gradient-detrimental (score < 0) and influence-beneficial (score < 0) eligible counts,
-    and rate = |detrimental ∧ not beneficial| / |detrimental|."""
-    det = ben = both = 0
-    for n in names:
-        d = gradient[n] < 0
-        b = influence[n] < 0
-        det += int(d.sum())
-        ben += int(b.sum())
-        both += int((d & b).sum())
-    return {"checkpoint": label, "gradient_detrimental": det, "influence_beneficial": ben,
-            "detrimental_and_beneficial": both,
-            "false_positive_rate": (det - both) / det if det else None}
+    def outcomes(self, model: torch.nn.Module) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per set, (correct, per-example loss) of `model` as it is now. Cost: one forward over every set."""
+        budget = self.cfg.data.eval_batch_tokens
+        return {s.name: s.outcomes(model, budget) for s in self.sets}
 
+    def measure(self, model, base: dict, change) -> dict[str, Any]:
+        """Apply `change()` (returns (Mask to restore, info)), evaluate every set, undo, compare with `base`."""
+        mask, info = change()
+        try:
+            after = self.outcomes(model)
+        finally:
+            mask.restore(model)
+        out = dict(info)
+        for s in self.sets:
+            out.update(paired_figures(s.name, base[s.name], after[s.name], self.resamples, self.cfg.data.seed,
+                                      s.tested))
+        return out
 
-def removal_sweep(cfg: InfluenceConfig, progress: Progress | None = None) -> InfluenceResult:
-    """Run the removal sweeps described by `cfg`; write results/influence_<timestamp>/ and return it.
+    def checkpoint(self, label: str, path: str) -> dict[str, Any]:
+        """Every unfinished cell of one checkpoint; returns its record (baseline, checks, fit, disagreement)."""
+        cfg, store, progress = self.cfg, self.store, self.progress
+        keys = self.cell_keys()
+        todo = [k for k in keys if store.get(label, *k) is None]
+        want_disagreement = {"gradient", "influence"} <= set(self.scorers)
+        stored = store.checkpoint(label)
+        if not todo and stored is not None and (stored.get("disagreement") or not want_disagreement):
+            self.reused += len(keys)
+            log.info("%s: all %d cells finished earlier", label, len(keys))
+            return stored
+        bench = prepare_bench(cfg, model_name=path, data=self.data, progress=progress,
+                              fits_dir=self.folder.path / "fits" / label)
+        self.data = data = bench.data
+        n_elig = bench.n_eligible()
+        too_many = [n for n in self.counts if n > n_elig]
+        if too_many:
+            raise ConfigError(f"--n-removed {too_many[0]} is larger than the {n_elig:,} eligible parameters")
+        sets = self.eval_sets(data)
+        heldout = next((s for s in sets if s.name == "heldout"), None)
+        ft_check = (check_heldout_against_finetune(path, cfg.data.task, heldout.rows, len(data.train))
+                    if heldout is not None else None)
+        model = bench.model
+        progress.phase(f"{label}: baseline")
+        base = self.outcomes(model)
+        progress.done()
+        record = {"checkpoint": label, "path": path, "n_eligible": n_elig, "finetune_rows_check": ft_check,
+                  "baseline": {s.name: {"accuracy": float(base[s.name][0].mean()), "loss": float(base[s.name][1].mean()),
+                                        "n": len(s.rows)} for s in sets},
+                  "data": data.record(), "sets": {s.name: s.describe() for s in sets},
+                  "disagreement": (stored or {}).get("disagreement"),
+                  "influence_fit": (stored or {}).get("influence_fit")}
+        if stored is not None and stored.get("baseline") != record["baseline"]:
+            log.warning("%s: the baseline differs from the one stored with the finished cells (%s vs %s); another "
+                        "machine or thread count?", label, record["baseline"], stored.get("baseline"))
+        store.put_checkpoint(label, record)
+        eligible = bench.eligible
+        shapes = [tuple(p.shape) for _, p in eligible]
+        names = bench.names
+        done_keys = set(keys) - set(todo)
+        self.reused += len(done_keys)
 
-    Cost per checkpoint: one collection pass over N training samples, each scorer's own statistics
-    (influence: one inverse solve), and per scorer and N two evaluations (scorer's mask, random control)
-    of the validation split.
-    """
-    progress = progress or Progress()
-    t0 = time.perf_counter()
-    counts = cfg.removal_counts()
-    rows: list[dict] = []
-    fp_rows: list[dict] = []
-    baselines: list[dict] = []
-    fits: dict[str, Any] = {}
-    with ResultsFolder(cfg.out, "influence") as folder:
-        log.info("config: %s", cfg.to_dict())
-        data = None
-        names_run = cfg.scorer_names()
-        for label, path in cfg.checkpoint_list():
-            bench = prepare_bench(cfg, model_name=path, data=data, progress=progress,
-                                  fits_dir=folder.path / "fits" / label)
-            data = bench.data
-            n_elig = bench.n_eligible()
-            too_many = [n for n in counts if n > n_elig]
-            if too_many:
-                raise ConfigError(f"--n-removed {too_many[0]} is larger than the {n_elig:,} eligible parameters")
-            model = bench.model
-            base = {"checkpoint": label, "path": path, **accuracy_with_ci(model, data, data.evaluation_rows,
-                                                                          cfg.resamples, cfg.data.seed),
-                    "scoring_accuracy": scoring_accuracy(model, data)}
-            baselines.append(base)
-            shapes = [tuple(p.shape) for _, p in bench.eligible]
-            kept: dict[str, dict[str, torch.Tensor]] = {}
-            for name in names_run:
-                from ..scoring.base import get_scorer
-                from ..scoring.scorers.influence import fit_influence_solve
+        def run(key: tuple[str, str, int], row_head: dict, change) -> None:
+            if key in done_keys:
+                return
+            row = {"checkpoint": label, **row_head, **self.measure(model, base, change)}
+            store.put(label, *key, row)
+            self.computed += 1
+            progress.advance(1)
 
-                scorer = get_scorer(name)
+        if "random" in self.arms:
+            progress.phase(f"{label}: random control", sum(k[0] == "random" for k in todo))
+            for n in self.counts:
+                run(("random", "random", n), {"scorer": "random", "arm": "random", "n_removed": n, "signed": None},
+                    lambda n=n: (random_mask(eligible, n, seed=cfg.data.seed + 1).apply(model), {}))
+            progress.done()
+        kept: dict[str, dict[str, torch.Tensor]] = {}
+        gradient = None
+        for name in self.scorers:
+            from ..scoring.base import get_scorer
+
+            scorer = get_scorer(name)
+            mine = [k for k in todo if k[0] == name]
+            need_scores = name in ("gradient", "influence") and want_disagreement and not record["disagreement"]
+            order = store.order(label, name) if mine and not need_scores else None
+            if (mine or need_scores) and order is None:
                 if name == "influence":
+                    from ..scoring.scorers.influence import fit_influence_solve
+
                     fit_influence_solve(bench.inputs)  # fit, then score: the scorer only loads the fit
+                    record["influence_fit"] = bench.inputs.peek("influence_fit_info")
                 progress.phase(f"{label}: score {name}")
                 scores = scorer.score(bench.inputs)
                 progress.done()
-                if name in ("gradient", "influence"):
+                if name in ("gradient", "influence") and want_disagreement:
                     kept[name] = {n: s.detach().clone() for n, s in scores.items()}
-                order = lowest(scores, bench.names, max(counts))
+                order = lowest(scores, names, max(self.counts))
                 del scores
-                progress.phase(f"{label}: sweep {name}", len(counts))
-                for n in counts:
-                    mask = Mask(bench.names, shapes, torch.sort(order[:n]).values)
-                    rows.append({"checkpoint": label, "scorer": name, "signed": bool(scorer.signed), "n_removed": n,
-                                 **_measure(model, mask, data, cfg)})
-                    progress.advance(1)
-                progress.done()
-            progress.phase(f"{label}: random control", len(counts))
-            for n in counts:
-                rows.append({"checkpoint": label, "scorer": "random", "signed": None, "n_removed": n,
-                             **_measure(model, random_mask(bench.eligible, n, seed=cfg.data.seed + 1), data, cfg)})
-                progress.advance(1)
+                store.put_order(label, name, order)
+            if not mine:
+                continue
+            progress.phase(f"{label}: {name}", len(mine))
+            for n in self.counts:
+                support = torch.sort(order[:n]).values
+                head = {"scorer": name, "signed": bool(scorer.signed), "n_removed": n}
+                run((name, "zero", n), {**head, "arm": "zero"},
+                    lambda s=support: (Mask(names, shapes, s).apply(model), {}))
+                if "matched" in self.arms:
+                    if gradient is None and any(k[1] == "matched" for k in mine):
+                        gradient = self.matched_gradient(bench)
+                    run((name, "matched", n), {**head, "arm": "matched", "matched_gradient": cfg.matched_gradient},
+                        lambda s=support, g=gradient: apply_matched_step(model, names, shapes, s, g))
             progress.done()
-            if {"gradient", "influence"} <= kept.keys():
-                fp_rows.append(false_positive_row(label, kept["gradient"], kept["influence"], bench.names))
-            fits[label] = bench.inputs.peek("influence_fit_info")
-            del bench, kept
+        if {"gradient", "influence"} <= kept.keys():
+            record["disagreement"] = {"checkpoint": label,
+                                         **gradient_influence_disagreement(kept["gradient"], kept["influence"], names)}
+        store.put_checkpoint(label, record)
+        return record
 
-        record = {"config": cfg.to_dict(), "versions": versions(), "machine": machine_info(),
-                  "data": data.record() if data else None, "baselines": baselines, "sweeps": rows,
-                  "false_positive": fp_rows, "influence_fits": fits,
-                  "reported": "accuracy on the evaluation half (bootstrap 95% CI); scoring_accuracy: the half the "
-                              "scores were fitted and judged on, beside it to show the selection bias",
+    def matched_gradient(self, bench) -> dict[str, torch.Tensor]:
+        """The gradient whose sparse step the matched arm takes: ∇L_score (float64, shared with the scorers'
+        cache) or the training g (the GradientState's batch-sum; only its direction on the support matters)."""
+        if self.cfg.matched_gradient == "scoring":
+            from ..scoring.scorers.stats import score_gradient
+
+            return score_gradient(bench.inputs)
+        return {n: bench.state.grad_sum[n] for n in bench.names}
+
+
+def _holm_family(rows: list[dict], cfg: InfluenceConfig, tested: list[str], resamples: int) -> dict[str, Any]:
+    """Holm-adjust every test of the run (per row and tested set: accuracy, Δloss) in place; adds
+    `<set>_p_accuracy_holm`, `<set>_p_loss_holm` and `<set>_verdict_accuracy` / `_loss` (improves | harms |
+    no significant change). Returns the family's description."""
+    key = "p_accuracy_exact" if cfg.mcnemar == "exact" else "p_accuracy_mid"
+    slots = [(r, s, m) for r in rows for s in tested for m in ("accuracy", "loss") if f"{s}_p_loss" in r]
+    raw = [r[f"{s}_{key}"] if m == "accuracy" else r[f"{s}_p_loss"] for r, s, m in slots]
+    adjusted = holm(raw)
+    for (r, s, m), p in zip(slots, adjusted.tolist()):
+        r[f"{s}_p_{m}_holm"] = p
+        delta = r[f"{s}_delta_{m}"]
+        better = delta > 0 if m == "accuracy" else delta < 0
+        r[f"{s}_verdict_{m}"] = ("no significant change" if p > cfg.alpha or delta == 0
+                                 else ("improves" if better else "harms"))
+    note = holm_threshold_note(resamples, len(slots), cfg.alpha)
+    return {"method": "holm", "alpha": cfg.alpha, "family_size": len(slots), "sets": tested,
+            "accuracy_test": f"McNemar {cfg.mcnemar} (two-sided)",
+            "loss_test": "paired percentile bootstrap of per-example Δloss (two-sided)",
+            "resamples": resamples, "smallest_bootstrap_p": 2.0 / (resamples + 1), "warning": note}
+
+
+def choose_n(rows: list[dict], report_set: str) -> list[dict]:
+    """Per (checkpoint, scorer), the N the scoring half picks for the zero arm (highest scoring-half accuracy;
+    ties: lower scoring-half loss, then smaller N) and its figures on `report_set` (rows nothing chose on)."""
+    out = []
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        if r["arm"] == "zero":
+            groups.setdefault((r["checkpoint"], r["scorer"]), []).append(r)
+    for (ck, scorer), rs in groups.items():
+        best = min(rs, key=lambda r: (-r["scoring_accuracy"], r["scoring_loss"], r["n_removed"]))
+        s = report_set
+        out.append({"checkpoint": ck, "scorer": scorer, "chosen_n": best["n_removed"],
+                    "scoring_delta_accuracy": best["scoring_delta_accuracy"], "reported_on": s,
+                    "delta_accuracy": best[f"{s}_delta_accuracy"], "ci_low": best[f"{s}_delta_accuracy_ci_low"],
+                    "ci_high": best[f"{s}_delta_accuracy_ci_high"], "p_holm": best.get(f"{s}_p_accuracy_holm"),
+                    "verdict": best.get(f"{s}_verdict_accuracy")})
+    return out
+
+
+def verdict_lines(rows: list[dict], report_set: str, family: dict) -> list[str]:
+    """Plain sentences: which arms change accuracy on `report_set` significantly (Holm), by how much."""
+    lines = []
+    for arm in ("zero", "matched", "random"):
+        mine = [r for r in rows if r["arm"] == arm and f"{report_set}_verdict_accuracy" in r]
+        if not mine:
+            continue
+        up = [r for r in mine if r[f"{report_set}_verdict_accuracy"] == "improves"]
+        down = [r for r in mine if r[f"{report_set}_verdict_accuracy"] == "harms"]
+        what = {"zero": "zeroing the N lowest-scored", "matched": "the matched gradient step",
+                "random": "zeroing N random parameters"}[arm]
+        if not up:
+            lines.append(f"{what}: no cell improves {report_set} accuracy significantly "
+                         f"({len(down)} of {len(mine)} harm it; Holm, α = {family['alpha']:g}, "
+                         f"{family['family_size']} tests)")
+            continue
+        best = max(up, key=lambda r: r[f"{report_set}_delta_accuracy"])
+        lines.append(f"{what}: {len(up)} of {len(mine)} cells improve {report_set} accuracy significantly; the "
+                     f"largest: {best['checkpoint']} {best['scorer']} N={best['n_removed']}: "
+                     f"{100 * best[f'{report_set}_delta_accuracy']:+.2f} points (95% CI "
+                     f"{100 * best[f'{report_set}_delta_accuracy_ci_low']:+.2f} to "
+                     f"{100 * best[f'{report_set}_delta_accuracy_ci_high']:+.2f}, Holm p = "
+                     f"{best[f'{report_set}_p_accuracy_holm']:.3g}); {len(down)} harm it")
+    return lines
+
+
+def removal_sweep(cfg: InfluenceConfig, progress: Progress | None = None) -> InfluenceResult:
+    """Run the removal sweeps described by `cfg`; write results/influence_<timestamp>/ (or influence_<name>/)
+    and return it.
+
+    Cost per checkpoint: one collection pass over N training samples, each scorer's own statistics
+    (influence: one inverse solve), one evaluation of every set for the baseline and one per unfinished
+    (scorer, arm, N) cell, and per tested set two paired bootstraps of `resamples` × rows per cell.
+    Finished cells (a rerun with the same --name, or --resume) are read back, not recomputed; a checkpoint
+    whose cells are all finished is not even loaded.
+    """
+    progress = progress or Progress()
+    t0 = time.perf_counter()
+    existing = _existing_folder(cfg)
+    config = cfg.to_dict()
+    if existing is not None:
+        check_resume(existing, config)
+    missing = cfg.missing_study_scorers()
+    name = f"influence_{cfg.name}" if cfg.name is not None else None
+    with ResultsFolder(cfg.out, "influence", resume=existing, name=name) as folder:
+        folder.confirm()
+        folder.write_json(STATE_FILE, {"kind": "influence", "config": config})
+        log.info("config: %s", config)
+        if missing:
+            log.warning("--scorers study: %s not registered, not run", ", ".join(missing))
+        sweep = _Sweep(cfg, folder, progress)
+        records = [sweep.checkpoint(label, path) for label, path in cfg.checkpoint_list()]
+        rows = [sweep.store.get(rec["checkpoint"], *k) for rec in records for k in sweep.cell_keys()]
+        sets = sweep.sets or []
+        set_info = {s.name: s.describe() for s in sets}
+        if not set_info:  # every checkpoint was finished earlier: the sets are described in its record
+            set_info = records[0].get("sets", {})
+        for rec in records:
+            rec["sets"] = set_info
+        tested = [s for s, d in set_info.items() if d["tested"]]
+        family = _holm_family(rows, cfg, tested, sweep.resamples)
+        report_set = "heldout" if "heldout" in set_info else "evaluation"
+        chosen = choose_n(rows, report_set) if any(r["arm"] == "zero" for r in rows) else []
+        verdict = verdict_lines(rows, report_set, family)
+        disagreement = [rec["disagreement"] for rec in records if rec.get("disagreement")]
+        baselines = [{"checkpoint": rec["checkpoint"], "path": rec["path"],
+                      **{f"{s}_{k}": v for s, b in rec["baseline"].items() for k, v in b.items()}} for rec in records]
+        record = {"config": config, "versions": versions(), "machine": machine_info(),
+                  "device": device_summary(resolve_device(cfg.device)),
+                  "data": records[0]["data"] if records else None, "sets": set_info, "reported_on": report_set,
+                  "baselines": baselines, "checkpoints": records, "sweeps": rows, "comparisons": family,
+                  "chosen_n": chosen, "verdict": verdict, "gradient_influence_disagreement": disagreement,
+                  "influence_fits": {rec["checkpoint"]: rec.get("influence_fit") for rec in records},
+                  "scorers_not_run": missing,
+                  "cells": {"computed": sweep.computed, "finished_earlier": sweep.reused},
+                  "reported": f"accuracy and loss on {report_set} rows against the unmasked model, paired on the "
+                              "same examples (McNemar; paired bootstrap of Δloss), Holm-corrected over every test "
+                              "of the run; scoring_*: the half the scores were fitted and N is chosen on "
+                              "(in-sample, untested)",
                   "timings": {"total_s": time.perf_counter() - t0}}
         folder.write_json("results.json", record)
         write_table(folder, "removal_sweeps.csv", rows)
         write_table(folder, "baselines.csv", baselines)
-        if fp_rows:
-            write_table(folder, "false_positive.csv", fp_rows)
-        lines = ["Baselines (evaluation half, 95% CI; scoring half beside):",
-                 table_text(baselines, ["checkpoint", "accuracy", "ci_low", "ci_high", "scoring_accuracy"]), "",
-                 "Removal sweeps:",
-                 table_text(rows, ["checkpoint", "scorer", "n_removed", "evaluation_accuracy", "evaluation_ci_low",
-                                   "evaluation_ci_high", "scoring_accuracy"])]
-        if fp_rows:
-            lines += ["", "False-positive table (gradient-detrimental that influence does not call beneficial):",
-                      table_text(fp_rows, list(fp_rows[0]))]
-        folder.write_text("summary.txt", "\n".join(lines) + "\n")
-        _plot(folder.path / "removal_curves.png", baselines, rows)
+        if chosen:
+            write_table(folder, "chosen_n.csv", chosen)
+        if disagreement:
+            write_table(folder, "gradient_influence_disagreement.csv", disagreement)
+        folder.write_text("summary.txt", _summary(record, rows, report_set))
+        with folder.writing("removal_curves.png") as p:
+            _plot(p, baselines, rows, report_set)
         folder.commit()
         record["out_dir"] = str(folder.final)
     return InfluenceResult(folder.final, record)
 
 
-def _plot(path: Path, baselines: list[dict], rows: list[dict]) -> None:
-    """One panel per checkpoint: evaluation-half accuracy against N removed, one line per scorer."""
+def _summary(record: dict, rows: list[dict], s: str) -> str:
+    fam = record["comparisons"]
+    where = record["sets"][s]
+    which = where["rows"] if len(where["rows"]) <= 40 else "listed in results.json"
+    lines = [(f"Reported on: {s} ({where['n']} rows of the {where['split']} split, rows {which}); "
+              f"paired tests, Holm over {fam['family_size']} tests, α = {fam['alpha']:g}."), ""]
+    if fam.get("warning"):
+        lines += [f"WARNING: {fam['warning']}", ""]
+    if record["scorers_not_run"]:
+        lines += [f"Not run (not registered): {', '.join(record['scorers_not_run'])}", ""]
+    lines += ["Verdict:", *[f"- {v}" for v in record["verdict"]], "",
+              "Baselines (unmasked):", table_text(record["baselines"], list(record["baselines"][0])[:1] +
+                                                  [k for k in record["baselines"][0] if k.endswith(("accuracy", "loss"))]),
+              "", f"Cells (Δ = masked − unmasked on {s}, accuracy as a fraction; p-values Holm-adjusted):",
+              table_text(rows, ["checkpoint", "scorer", "arm", "n_removed", f"{s}_delta_accuracy",
+                                f"{s}_delta_accuracy_ci_low", f"{s}_delta_accuracy_ci_high", f"{s}_p_accuracy_holm",
+                                f"{s}_delta_loss", f"{s}_p_loss_holm", "scoring_delta_accuracy"])]
+    if record["chosen_n"]:
+        lines += ["", "N chosen on the scoring half (zero arm), judged on rows nothing was chosen on:",
+                  table_text(record["chosen_n"], list(record["chosen_n"][0]))]
+    if record["gradient_influence_disagreement"]:
+        lines += ["", ("Gradient–influence disagreement (the study's 'false-positive rate': gradient-detrimental "
+                       "parameters that influence does not call beneficial):"),
+                  table_text(record["gradient_influence_disagreement"],
+                             list(record["gradient_influence_disagreement"][0]))]
+    lines += ["", (f"Cells computed now: {record['cells']['computed']}; finished earlier: "
+                   f"{record['cells']['finished_earlier']}")]
+    return "\n".join(lines) + "\n"
+
+
+def _plot(path: Path, baselines: list[dict], rows: list[dict], s: str) -> None:
+    """One panel per checkpoint: accuracy on set `s` against N (log scale) per scorer; the band is the unmasked
+    accuracy plus the paired 95% CI of the change; filled markers: Holm-significant."""
     plt = pyplot()
     n = len(baselines)
-    fig, axes = plt.subplots(1, n, figsize=(5.0 * n, 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(5.4 * n, 4.0), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, base in zip(axes[0], baselines):
+        acc0 = base[f"{s}_accuracy"]
         mine = [r for r in rows if r["checkpoint"] == base["checkpoint"]]
-        for scorer in dict.fromkeys(r["scorer"] for r in mine):
-            pts = sorted((r["n_removed"], r["evaluation_accuracy"], r["evaluation_ci_low"], r["evaluation_ci_high"])
-                         for r in mine if r["scorer"] == scorer)
-            x = [p[0] for p in pts]
-            y = [p[1] for p in pts]
-            style = {"ls": "--", "color": "grey"} if scorer == "random" else {}
-            ax.plot(x, y, marker="o", ms=3, label=scorer, **style)
-            ax.fill_between(x, [p[2] for p in pts], [p[3] for p in pts], alpha=0.08, **({"color": "grey"} if scorer == "random" else {}))
-        ax.axhline(base["accuracy"], color="black", lw=0.8, ls=":", label="no removal")
+        scorers = list(dict.fromkeys(r["scorer"] for r in mine if r["scorer"] != "random"))
+        for i, scorer in enumerate([*scorers, "random"]):
+            color = "grey" if scorer == "random" else colors[i % len(colors)]
+            for arm, ls, band in (("zero", "-", True), ("random", "--", True), ("matched", ":", False)):
+                pts = sorted((r for r in mine if r["scorer"] == scorer and r["arm"] == arm), key=lambda r: r["n_removed"])
+                if not pts:
+                    continue
+                x = [r["n_removed"] for r in pts]
+                ax.plot(x, [r[f"{s}_accuracy"] for r in pts], ls=ls, color=color, lw=1.2 if band else 0.9,
+                        label=scorer if arm != "matched" else f"{scorer} (matched step)")
+                sig = [r for r in pts if r.get(f"{s}_verdict_accuracy") not in (None, "no significant change")]
+                ax.plot([r["n_removed"] for r in sig], [r[f"{s}_accuracy"] for r in sig], "o", color=color, ms=5)
+                if band and f"{s}_delta_accuracy_ci_low" in pts[0]:
+                    ax.fill_between(x, [max(0.0, acc0 + r[f"{s}_delta_accuracy_ci_low"]) for r in pts],
+                                    [min(1.0, acc0 + r[f"{s}_delta_accuracy_ci_high"]) for r in pts], color=color,
+                                    alpha=0.1)
+        ax.axhline(acc0, color="black", lw=0.8, ls="-.", label="unmasked")
         ax.set_xscale("log")
-        ax.set_xlabel("parameters zeroed (N lowest-scored)")
-        ax.set_ylabel("accuracy (evaluation half)")
-        ax.set_title(str(base["checkpoint"]), fontsize=10)
-    axes[0][-1].legend(fontsize=7, loc="lower left")
+        ax.set_xlabel("parameters changed (N lowest-scored)")
+        ax.set_ylabel(f"accuracy ({s})")
+        ax.set_title(f"{base['checkpoint']}: bands = paired 95% CI; dots: Holm-significant", fontsize=9)
+    axes[0][-1].legend(fontsize=6, loc="lower left")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")
     plt.close(fig)

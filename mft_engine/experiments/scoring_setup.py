@@ -30,7 +30,7 @@ from ..scoring import ScoringInputs
 from ..scoring.curvature.fit import SOLVERS
 from ..device import check_device_spec, device_field, resolve_device
 from ..scoring.objective import Objective
-from ..scoring.scorers.influence import InfluenceOptions
+from ..scoring.scorers.influence import SOLVER_PRECISIONS, InfluenceOptions
 from ..scoring.scorers.obs import ObsOptions
 from ..selection_spec import exclude_patterns, round_lr_fp32
 
@@ -61,6 +61,10 @@ class ScoringConfig(FlatConfig):
     lissa_depth: int = help_field("LiSSA recursion depth", 100)
     lissa_scale: float | None = help_field("LiSSA scale (> the largest eigenvalue of H + λI; default: estimated by power iteration)", None)
     lissa_repetitions: int = help_field("LiSSA repetitions averaged", 1)
+    solver_precision: str = help_field("arithmetic of influence's solve: float32 (the model's) | float64 (a float64 "
+                                       "copy of the model: ∇L_score, the curvature products or Woodbury factors and "
+                                       "the solution in float64; about twice the time and memory of the solve)",
+                                       "float32")
     obs_samples: int = help_field("per-example gradients m for OBS's block Fisher (>= 50)", 64)
     device: str = device_field()
     out: str = help_field("parent folder of the results folder", "results")
@@ -80,6 +84,9 @@ class ScoringConfig(FlatConfig):
             raise ConfigError(f"--cg-tol {self.cg_tol} must be in (0, 1)")
         if self.cg_max_iter < 1 or self.lissa_depth < 1 or self.lissa_repetitions < 1:
             raise ConfigError("--cg-max-iter, --lissa-depth and --lissa-repetitions must be >= 1")
+        if self.solver_precision not in SOLVER_PRECISIONS:
+            raise ConfigError(f"--solver-precision {self.solver_precision!r} is not one of "
+                              f"{', '.join(SOLVER_PRECISIONS)}")
         if self.obs_samples < 50:
             raise ConfigError(f"--obs-samples {self.obs_samples} must be >= 50 (OBS blocks of 50 need m >= 50 gradients)")
         if self.data.eval_batch_tokens < self.data.max_length:
@@ -92,7 +99,8 @@ class ScoringConfig(FlatConfig):
         """The influence scorer's typed settings from this config's solver flags."""
         return InfluenceOptions(influence_solver=self.solver, damping_factor=self.damping_factor, cg_tol=self.cg_tol,
                                 cg_max_iter=self.cg_max_iter, lissa_depth=self.lissa_depth,
-                                lissa_scale=self.lissa_scale, lissa_repetitions=self.lissa_repetitions)
+                                lissa_scale=self.lissa_scale, lissa_repetitions=self.lissa_repetitions,
+                                solver_precision=self.solver_precision)
 
     def exclude_patterns(self) -> tuple[str, ...]:
         """The name patterns of excluded parameters (a preset's, or the user's comma-separated list)."""
@@ -109,6 +117,7 @@ class ScoringData:
 
     def __init__(self, cfg: ScoringConfig, tokenizer, splits: TaskSplits | None = None):
         self.cfg = cfg
+        self.tokenizer = tokenizer  # kept: held-out training rows are tokenized later, on demand
         splits = splits if splits is not None else cfg.data.load_splits()
         self.train, self.val = splits.train, splits.val
         if self.train.is_regression:

@@ -1,10 +1,13 @@
 """`mft validate-scorer`: every scorer judged against the real effect of removing single parameters.
 
 Pipeline: prepare the checkpoint (scoring_setup) → draw n eligible parameters → ground truth ΔL of each
-zeroed alone on the scoring half (float64 by default, from cached activations) and the noise floor → every
-scorer's scores → sign figures, Spearman ρ and top-100 precision (scoring/ground_truth/judge.py) → influence again
+zeroed alone (float64 by default, from cached activations) on the scoring half and on a held-out set no
+scorer saw (--held-out: the evaluation half and/or the last training rows), with the per-example loss
+changes (each item classed helpful / harmful / undetermined by a bootstrap over them) and the noise floor
+→ every scorer's scores → each judged on its own claim against each set, side by side
+(scoring/ground_truth/judge.py), plus the oracle row (the scoring half's ΔL as a score) → influence again
 over a damping sweep → additivity of the best signed scorer's 100 lowest-scored parameters zeroed
-together. Everything is chosen and judged on the scoring half; nothing here reports accuracy.
+together. Nothing here reports accuracy.
 """
 from __future__ import annotations
 
@@ -24,13 +27,46 @@ from ..device import device_summary, resolve_device, warn_fp64
 from ..report import ResultsFolder, machine_info, versions
 from ..report.plots import pyplot
 from ..report.progress import Progress
-from ..scoring.ground_truth.judge import ScorerVerdict, base_rate, best_signed, judge_scorer
+from ..scoring.ground_truth.judge import (
+    HARMFUL,
+    HELPFUL,
+    UNDETERMINED,
+    ScorerVerdict,
+    base_rate,
+    best_signed,
+    class_counts,
+    classify_items,
+    gradient_influence_disagreement,
+    judge_scorer,
+)
 from .scoring_setup import ScoringConfig, flat_to_items, gather, lowest, prepare_bench, sample_eligible
 from .trials import parse_float_list, table_text, write_table
 
 log = logging.getLogger("mft_engine")
 GROUND_TRUTH_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 ADDITIVITY_K = 100
+#: judged items the float32 ground truth is compared with float64 on (the noise floor's pilot)
+PILOT_ITEMS = 100
+#: a verdict's figures in the --json summary, per set
+FIGURES = ("sign_accuracy", "balanced_accuracy", "mcc", "spearman", "top100_precision", "picks_mean_delta",
+           "picks_ci_low", "picks_ci_high", "random_mean_delta", "random_ci_low", "random_ci_high", "picks_harmful",
+           "false_positive_rate")
+#: summary.txt's side-by-side columns (one per set each)
+SIDE_FIGURES = ("bal_acc", "rho", "prec", "picks", "fpr")
+CLASS_NAMES = {HELPFUL: "helpful", UNDETERMINED: "undetermined", HARMFUL: "harmful"}
+NOTES = [("Sign convention: a signed score is the predicted change of the scoring-half loss when the parameter is "
+         "zeroed (negative: removal helps); unsigned scores are predicted harm >= 0."),
+         ("Each scorer is judged on its own claim: signed ones against ΔL (sign figures, rho, precision of the k most "
+         "negative), unsigned ones against |ΔL| (rho, overlap of their k least-harm picks with the k smallest |ΔL|)."),
+         ("scoring: the scoring half, which taylor, taylor2, fisher-taylor and influence fit ∇L_score on (in-sample for "
+         "them); heldout: rows no scorer saw. The oracle row is the scoring half's true ΔL used as a score: on held-out "
+         "rows, the ceiling of any scorer fitted on the scoring half."),
+         ("An item is significantly helpful / harmful when the 95% percentile-bootstrap interval of its ΔL over the "
+         "examples excludes 0 (and |ΔL| is above the noise floor); false_positive_rate = share of the items a signed "
+         "scorer predicts helpful (score < 0) that are significantly harmful."),
+         ("gradient scores are in parameter units, not loss units: only their sign is a prediction."),
+         ("influence (the study's -s_i theta_i) and obs are not loss changes themselves; they are "
+         "judged against the true ΔL because Spearman's rho is scale-free.")]
 
 
 @dataclass
@@ -48,6 +84,14 @@ class ValidateConfig(ScoringConfig):
     ground_truth: str | None = help_field("reuse ΔL and the noise floor of an earlier validate run (its folder) instead of "
                                           "zeroing again: same --model, --seed, --n-params, --exclude and --precision, so "
                                           "its sampled parameters are this run's", None)
+    held_out: str = help_field("rows ΔL is also measured on, which no scorer sees: evaluation (the validation split's "
+                               "evaluation half) | train-last:N (the last N training rows; none may be among the "
+                               "--samples rows, and the checkpoint must not have been trained on them: fine-tune with "
+                               "--samples M --sample-order first) | both comma-separated | none", "evaluation")
+    resamples: int = help_field("bootstrap resamples: each item's helpful/harmful/undetermined class (over its "
+                                "per-example loss changes) and the intervals of the picks' mean ΔL", 1000)
+    truth_chunk_examples: int = help_field("examples per ground-truth oracle (its activation cache grows with them); "
+                                           "a larger set is measured chunk by chunk and the ΔL combined", 2048)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -61,6 +105,31 @@ class ValidateConfig(ScoringConfig):
         if self.ground_truth and not (Path(self.ground_truth) / "ground_truth.csv").is_file():
             raise ConfigError(f"--ground-truth {self.ground_truth} is not a validate-scorer results folder "
                               "(no ground_truth.csv)")
+        self.held_out_parts()  # validates --held-out
+        if self.resamples < 100:
+            raise ConfigError(f"--resamples {self.resamples} must be >= 100 (the 95% intervals need resamples)")
+        if self.truth_chunk_examples < 1:
+            raise ConfigError(f"--truth-chunk-examples {self.truth_chunk_examples} must be >= 1")
+
+    def held_out_parts(self) -> list[tuple[str, int | None]]:
+        """The parts of --held-out as (kind, count): ("evaluation", None) and/or ("train-last", N); [] for none."""
+        text = self.held_out.strip().lower()
+        if text in ("", "none"):
+            return []
+        parts: list[tuple[str, int | None]] = []
+        for raw in text.split(","):
+            part = raw.strip()
+            if part == "evaluation":
+                parts.append(("evaluation", None))
+                continue
+            kind, _, count = part.partition(":")
+            if kind != "train-last" or not count.strip().isdigit() or int(count) < 1:
+                raise ConfigError(f"--held-out part {raw.strip()!r} is not one of evaluation, train-last:N (N >= 1), "
+                                  "none")
+            parts.append(("train-last", int(count)))
+        if len({k for k, _ in parts}) != len(parts):
+            raise ConfigError(f"--held-out {self.held_out!r} names a part twice")
+        return parts
 
     def sweep_factors(self) -> list[float]:
         return parse_float_list("--damping-sweep", self.damping_sweep)
@@ -90,8 +159,11 @@ def validate_scorers(cfg: ValidateConfig, progress: Progress | None = None) -> V
     """Run the ground-truth check described by `cfg`; write results/validate_<timestamp>/ and return it.
 
     Cost: one collection pass over N training samples; the ground truth (n_params re-evaluations of the
-    layers downstream of each parameter over the scoring half); per scorer its own statistics (influence:
-    one inverse solve of (H + λI) per damping value, each CG step one Gauss-Newton product over N samples).
+    layers downstream of each parameter over the scoring half, and again over the held-out set: the cost
+    grows with its examples, and memory holds n_params × examples float64 per-example changes per set);
+    the bootstrap classes (n_params × examples × resamples flops per set); per scorer its own statistics
+    (influence: one inverse solve of (H + λI) per damping value, each CG step one Gauss-Newton product over
+    N samples); each verdict's intervals (resamples × n_params).
     """
     progress = progress or Progress()
     t0 = time.perf_counter()
@@ -102,35 +174,22 @@ def validate_scorers(cfg: ValidateConfig, progress: Progress | None = None) -> V
             warn_fp64(resolve_device(cfg.device))
         timings = dict(bench.timings)
         items = sample_eligible(bench.eligible, cfg.n_params, cfg.data.seed)
-
-        from ..scoring.ground_truth import RemovalOracle
+        sets = truth_sets(cfg, bench)
+        # the float32 pilot: the first 100 judged items in a seeded random order (a uniform subsample of the
+        # judged items; the items themselves are in flat order, which would favour the first tensors)
+        pilot = np.random.default_rng(cfg.data.seed).permutation(len(items))[:PILOT_ITEMS]
 
         t = time.perf_counter()
-        progress.phase("ground truth: cache activations")
-        oracle = RemovalOracle(bench.model, bench.score_batches, dtype=GROUND_TRUTH_DTYPES[cfg.precision])
-        progress.done()
-        if cfg.ground_truth:
-            delta, noise, delta_s = reuse_ground_truth(cfg, items)
-        else:
-            progress.phase("ground truth: zero each parameter alone", len(items))
-            t_delta = time.perf_counter()
-            delta = oracle.delta(items, on_item=lambda n: progress.advance(1))
-            delta_s = time.perf_counter() - t_delta
-            progress.done()
-            progress.phase("ground truth: noise floor")
-            noise = oracle.noise_floor(seed=cfg.data.seed)
-            progress.done()
+        reused = reuse_ground_truth(cfg, items, [s.name for s in sets]) if cfg.ground_truth else None
+        truths = [measure_set(s, bench.model, items, cfg, progress, pilot, reused) for s in sets]
+        scoring = truths[0]
         timings["ground_truth_s"] = time.perf_counter() - t
-        # float64: every no-op and regrouped evaluation counts. float32: ΔL is computed with the same matmul
-        # shapes for L' and L, so the regrouping offset cancels; its error is measured against float64 instead.
-        floor = (float(noise["max"]) if cfg.precision == "float64"
-                 else max(float(noise["noop_max"]), float(noise.get("pilot_max_abs_diff", 0.0))))
-        median_abs = float(np.median(np.abs(delta)))
-        n_below = int(np.sum(np.abs(delta) <= floor))
+        delta, floor, noise = scoring.delta, scoring.floor, scoring.noise
 
-        verdicts: list[ScorerVerdict] = []
+        verdicts: dict[str, list[ScorerVerdict]] = {tr.name: [] for tr in truths}
         columns: dict[str, np.ndarray] = {}
         picks: dict[str, torch.Tensor] = {}
+        kept: dict[str, dict[str, torch.Tensor]] = {}
         scorer_s: dict[str, float] = {}
         names = cfg.scorer_names()
         if "influence" in names:
@@ -143,12 +202,22 @@ def validate_scorers(cfg: ValidateConfig, progress: Progress | None = None) -> V
         for name in names:
             scores, signed, secs = _score(name, bench.inputs, progress)
             columns[name] = gather(scores, items)
-            verdicts.append(judge_scorer(name, signed, columns[name], delta, floor))
+            for tr in truths:
+                verdicts[tr.name].append(tr.judge(name, signed, columns[name], cfg))
             if signed:
                 picks[name] = lowest(scores, bench.names, ADDITIVITY_K)
+            if name in ("gradient", "influence"):
+                kept[name] = scores
             scorer_s[name] = secs
             del scores
         timings["scorers_s"] = scorer_s
+        disagreement = (gradient_influence_disagreement(kept["gradient"], kept["influence"], bench.names)
+                        if len(kept) == 2 else None)
+        kept.clear()
+        # the oracle row: the scoring half's true ΔL used as a score — on held-out rows, the ceiling of any
+        # scorer fitted on the scoring half
+        oracle_row = ({tr.name: tr.judge("oracle", True, scoring.delta, cfg) for tr in truths}
+                      if len(truths) > 1 else None)
 
         sweep = []
         if "influence" in columns:
@@ -159,20 +228,25 @@ def validate_scorers(cfg: ValidateConfig, progress: Progress | None = None) -> V
                 t = time.perf_counter()
                 fit_influence_solve(bench.inputs, damping_factor=factor)
                 scores, fit = influence_scores(bench.inputs, damping_factor=factor)
-                v = judge_scorer(f"influence@{factor:g}", True, gather(scores, items), delta, floor)
-                sweep.append({"damping_factor": factor, "damping": fit.damping, "iterations": fit.iterations,
-                              "final_residual": fit.residuals[-1] if fit.residuals else None,
-                              "converged": fit.converged, "seconds": time.perf_counter() - t, **v.to_dict()})
+                col = gather(scores, items)
+                v = scoring.judge(f"influence@{factor:g}", True, col, cfg)
+                row = {"damping_factor": factor, "damping": fit.damping, "iterations": fit.iterations,
+                       "final_residual": fit.residuals[-1] if fit.residuals else None,
+                       "converged": fit.converged, "seconds": time.perf_counter() - t, **v.to_dict()}
+                for tr in truths[1:]:
+                    h = tr.judge(v.name, True, col, cfg)
+                    row.update({f"{tr.name}_{k}": getattr(h, k) for k in ("balanced_accuracy", "spearman",
+                                                                          "top100_precision")})
+                sweep.append(row)
                 progress.done()
                 del scores
 
-        best = best_signed(verdicts)
+        best = best_signed(verdicts["scoring"])
         additivity = None
         if cfg.additivity and best is not None:
             progress.phase(f"additivity: {best.name}'s {ADDITIVITY_K} lowest zeroed together")
             chosen = flat_to_items(bench.eligible, picks[best.name].numpy())
-            singles = oracle.delta(chosen)
-            joint = float(oracle.joint_delta(chosen))
+            singles, joint = scoring.joint_and_singles(bench.model, chosen, cfg)
             additivity = {"scorer": best.name, "k": len(chosen), "joint_delta": joint,
                           "sum_single_delta": float(singles.sum()),
                           "ratio": joint / float(singles.sum()) if singles.sum() != 0 else None,
@@ -180,18 +254,23 @@ def validate_scorers(cfg: ValidateConfig, progress: Progress | None = None) -> V
             progress.done()
 
         timings["total_s"] = time.perf_counter() - t0
-        params_per_s = len(items) / delta_s if delta_s else None
+        params_per_s = len(items) / scoring.seconds if scoring.seconds else None
+        set_names = [tr.name for tr in truths]
         summary = {
-            "scorers": {v.name: {k: getattr(v, k) for k in ("signed", "sign_accuracy", "balanced_accuracy", "mcc",
-                                                              "spearman", "top100_precision")} for v in verdicts},
+            "scorers": {v.name: {"signed": v.signed, "target": v.target,
+                                 **{s: _figures(verdicts[s][i]) for s in set_names}}
+                        for i, v in enumerate(verdicts["scoring"])},
+            "oracle": {s: _figures(v) for s, v in oracle_row.items()} if oracle_row else None,
+            "sets": {tr.name: tr.summary() for tr in truths},
+            "gradient_influence_disagreement": disagreement,
             "base_rate": base_rate(delta, floor),
             "n_params": len(items),
             "noise_floor": floor,
-            "n_below_noise": n_below,
+            "n_below_noise": int(np.sum(np.abs(delta) <= floor)),
             "additivity": additivity,
             "params_per_s": params_per_s,
             "best_signed": best.name if best else None,
-            "median_abs_delta": median_abs,
+            "median_abs_delta": float(np.median(np.abs(delta))),
             "precision": cfg.precision,
             "float32_allowed": bool(noise.get("float32_allowed")) if cfg.precision == "float32" else None,
             "damping_sweep": sweep,
@@ -202,26 +281,207 @@ def validate_scorers(cfg: ValidateConfig, progress: Progress | None = None) -> V
                   "device": device_summary(resolve_device(cfg.device)),
                   "model": {"source": bench.source, "n_eligible": bench.n_eligible(),
                             "excluded_patterns": list(cfg.exclude_patterns())},
-                  "data": bench.data.record(), "base_loss": oracle.base_loss, "noise": noise,
+                  "data": bench.data.record(), "base_loss": scoring.base_loss,
+                  "noise": {tr.name: tr.noise for tr in truths},
+                  "rows": {s.name: s.parts for s in sets},
+                  "gradient_rows": [int(r) for r in bench.data.rows[: bench.state.n_samples]],
                   "ground_truth_from": cfg.ground_truth,
-                  "verdicts": [v.to_dict() for v in verdicts], "influence_fit": fit_info,
-                  "notes": ["Sign convention: a signed score is the predicted change of the scoring-half loss when the "
-                            "parameter is zeroed (negative: removal helps); unsigned scores are predicted harm >= 0.",
-                            "gradient scores are in parameter units, not loss units: only their sign is a prediction.",
-                            "influence (the study's -s_i theta_i) and obs are not loss changes themselves; they are "
-                            "judged against the true ΔL because Spearman's rho is scale-free."],
-                  **summary, "timings": timings}
-        _write(folder, record, items, delta, columns, verdicts, sweep)
+                  "verdicts": {s: [v.to_dict() for v in vs] for s, vs in verdicts.items()},
+                  "oracle_verdicts": {s: v.to_dict() for s, v in oracle_row.items()} if oracle_row else None,
+                  "influence_fit": fit_info,
+                  "notes": NOTES, **summary, "timings": timings}
+        _write(folder, record, items, truths, columns, verdicts, oracle_row, sweep)
         folder.commit()
         summary["out_dir"] = str(folder.final)
         record["out_dir"] = str(folder.final)
     return ValidateResult(folder.final, record, summary)
 
 
-def reuse_ground_truth(cfg: ValidateConfig, items: list[tuple[str, int]]) -> tuple[np.ndarray, dict, float | None]:
-    """(ΔL per item, the noise record, the earlier run's zeroing seconds) from the validate run folder
-    `cfg.ground_truth`; ConfigError (exit 2) when it is not one, or was made with other settings or
-    other sampled parameters."""
+def _figures(v: ScorerVerdict) -> dict[str, Any]:
+    return {k: getattr(v, k) for k in FIGURES}
+
+
+@dataclass
+class TruthSet:
+    """A set of examples the ground truth is measured on: "scoring" (the scoring half, which scorers may use)
+    or "heldout" (rows no scorer saw); its HF batches, and per part the split and rows it holds."""
+
+    name: str
+    batches: list[dict]
+    parts: list[dict[str, Any]]
+
+
+def truth_sets(cfg: ValidateConfig, bench) -> list[TruthSet]:
+    """The scoring half, and the held-out set of --held-out when it names one (its parts concatenated).
+
+    ConfigError (exit 2) when train-last:N asks for more rows than the training split has, or overlaps the
+    --samples rows that g and H are built on. Cost: tokenizing the held-out training rows once.
+    """
+    from ..data import objective_batches, tokenize_split
+
+    data = bench.data
+    budget = cfg.data.eval_batch_tokens
+    sets = [TruthSet("scoring", bench.score_batches,
+                     [{"split": "validation", "which": "scoring half", "rows": [int(r) for r in data.scoring_rows]}])]
+    batches: list[dict] = []
+    parts: list[dict[str, Any]] = []
+    for kind, count in cfg.held_out_parts():
+        if kind == "evaluation":
+            rows = [int(r) for r in data.evaluation_rows]
+            batches += objective_batches(data.val_tokens, rows, data.val.labels, False, budget)
+            parts.append({"split": "validation", "which": "evaluation half", "rows": rows})
+            continue
+        n_train = len(data.train)
+        if count > n_train:
+            raise ConfigError(f"--held-out train-last:{count} asks for more rows than the {n_train} of the training split")
+        rows = list(range(n_train - count, n_train))
+        overlap = {int(r) for r in data.rows} & set(rows)
+        if overlap:
+            raise ConfigError(f"--held-out train-last:{count} overlaps {len(overlap)} of the --samples rows g and H are "
+                              f"built on (e.g. row {min(overlap)}); use fewer --samples with --sample-order first, or "
+                              "a smaller N")
+        tokens = tokenize_split(data.tokenizer, data.train, rows, max_length=cfg.data.max_length)
+        batches += objective_batches(tokens, rows, data.train.labels, False, budget)
+        parts.append({"split": "train", "which": f"last {count} rows", "rows": rows})
+    if parts:
+        sets.append(TruthSet("heldout", batches, parts))
+    return sets
+
+
+def chunked(batches: list[dict], limit: int) -> list[list[dict]]:
+    """`batches` in consecutive groups of at most `limit` examples (a batch is never split; one larger
+    than `limit` is a group of its own)."""
+    out: list[list[dict]] = []
+    cur: list[dict] = []
+    n = 0
+    for b in batches:
+        m = int(b["labels"].shape[0])
+        if cur and n + m > limit:
+            out.append(cur)
+            cur, n = [], 0
+        cur.append(b)
+        n += m
+    if cur:
+        out.append(cur)
+    return out
+
+
+@dataclass
+class SetTruth:
+    """The ground truth of the sampled items on one TruthSet: ΔL [k], the per-example loss changes [k, n]
+    (None when reused from a folder without them), the noise record and floor, the items' bootstrap
+    classes (judge.classify_items), the base loss, the seconds the zeroing took, and the oracle itself when
+    the set fitted in one chunk (kept for the additivity check)."""
+
+    name: str
+    batches: list[dict]
+    n_examples: int
+    n_chunks: int
+    delta: np.ndarray
+    changes: np.ndarray | None
+    noise: dict[str, Any]
+    floor: float
+    base_loss: float
+    seconds: float | None
+    classes: np.ndarray | None = None
+    oracle: Any = None
+
+    def judge(self, name: str, signed: bool, scores: np.ndarray, cfg: ValidateConfig) -> ScorerVerdict:
+        """judge_scorer of `scores` against this set's ΔL, floor and classes."""
+        return judge_scorer(name, signed, scores, self.delta, self.floor, self.classes, cfg.resamples, cfg.data.seed)
+
+    def summary(self) -> dict[str, Any]:
+        """The set's own figures: size, base loss, noise floor, base rate, median |ΔL|, item classes."""
+        return {"n_examples": self.n_examples, "chunks": self.n_chunks, "base_loss": self.base_loss,
+                "noise_floor": self.floor, "base_rate": base_rate(self.delta, self.floor),
+                "n_below_noise": int(np.sum(np.abs(self.delta) <= self.floor)),
+                "median_abs_delta": float(np.median(np.abs(self.delta))),
+                "classes": class_counts(self.classes) if self.classes is not None else None}
+
+    def joint_and_singles(self, model: torch.nn.Module, chosen: list[tuple[str, int]],
+                          cfg: ValidateConfig) -> tuple[np.ndarray, float]:
+        """(ΔL of each of `chosen` alone, ΔL of all of them zeroed together) on this set, through the kept
+        oracle or, for a chunked set, an oracle per chunk again (the chunks weighted by their examples)."""
+        from ..scoring.ground_truth import RemovalOracle
+
+        if self.oracle is not None:
+            return self.oracle.delta(chosen), float(self.oracle.joint_delta(chosen))
+        singles, joint = np.zeros(len(chosen)), 0.0
+        for part in chunked(self.batches, cfg.truth_chunk_examples):
+            o = RemovalOracle(model, part, dtype=GROUND_TRUTH_DTYPES[cfg.precision])
+            w = o.n / self.n_examples
+            singles += w * o.delta(chosen)
+            joint += w * float(o.joint_delta(chosen))
+            del o
+        return singles, joint
+
+
+def measure_set(ts: TruthSet, model: torch.nn.Module, items: list[tuple[str, int]], cfg: ValidateConfig,
+                progress: Progress, pilot: np.ndarray, reused: dict[str, Any] | None = None) -> SetTruth:
+    """ΔL and the per-example loss changes of every item zeroed alone on `ts`, the noise floor (on its first
+    chunk; the float32 pilot is `items[pilot]`), and the items' bootstrap classes.
+
+    The set is measured in chunks of at most --truth-chunk-examples examples, an oracle each (its activation
+    cache is what grows with the examples); ΔL = Σ_chunks (n_c / n) ΔL_c, and a one-chunk set's ΔL is its
+    oracle's, bit for bit. With `reused` (reuse_ground_truth) nothing is zeroed. Cost: per chunk an
+    oracle's forward and k item evaluations; the noise floor once; classify_items (k·n·resamples flops).
+    """
+    from ..scoring.ground_truth import RemovalOracle
+
+    dtype = GROUND_TRUTH_DTYPES[cfg.precision]
+    chunks = chunked(ts.batches, cfg.truth_chunk_examples)
+    n = sum(int(b["labels"].shape[0]) for b in ts.batches)
+    if reused is not None:
+        got = reused[ts.name]
+        tr = SetTruth(ts.name, ts.batches, n, len(chunks), got["delta"], got["changes"], got["noise"], 0.0,
+                      got["base_loss"], got["seconds"])
+    else:
+        delta = np.zeros(len(items), dtype=np.float64)
+        changes, base, noise, kept, seconds = [], 0.0, {}, None, 0.0
+        for c, part in enumerate(chunks):
+            label = ts.name if len(chunks) == 1 else f"{ts.name} {c + 1}/{len(chunks)}"
+            progress.phase(f"ground truth ({label}): cache activations")
+            o = RemovalOracle(model, part, dtype=dtype)
+            progress.done()
+            progress.phase(f"ground truth ({label}): zero each parameter alone", len(items))
+            def tick(k: int, done: list[int] = [0]) -> None:  # noqa: B006  (one counter per chunk)
+                progress.advance(k - done[0])
+                done[0] = k
+
+            t = time.perf_counter()
+            d, ch = o.delta_per_example(items, on_item=tick)
+            seconds += time.perf_counter() - t
+            progress.done()
+            w = o.n / n
+            delta += d * w
+            changes.append(ch)
+            base += o.base_loss * w
+            if c == 0:
+                progress.phase(f"ground truth ({label}): noise floor")
+                noise = o.noise_floor(seed=cfg.data.seed, pilot=PILOT_ITEMS, pilot_items=[items[i] for i in pilot],
+                                      pilot_delta=d[pilot])
+                noise["measured_on_examples"] = o.n
+                progress.done()
+            kept = o if len(chunks) == 1 else None
+            del o
+        tr = SetTruth(ts.name, ts.batches, n, len(chunks), delta, np.concatenate(changes, axis=1), noise, 0.0,
+                      base, seconds, oracle=kept)
+    # float64: every no-op and regrouped evaluation counts (RemovalOracle.noise_floor). float32: ΔL is computed
+    # with the same matmul shapes for L' and L, so the regrouping offset cancels; its error is measured against
+    # float64 on the pilot items instead, with the stacked no-op's rounding.
+    tr.floor = (float(tr.noise["max"]) if cfg.precision == "float64"
+                else max(float(tr.noise["noop_max"]), float(tr.noise.get("pilot_max_abs_diff", 0.0))))
+    if tr.changes is not None:
+        progress.phase(f"ground truth ({ts.name}): bootstrap classes of the items")
+        tr.classes = classify_items(tr.changes, tr.floor, cfg.resamples, cfg.data.seed)[0]
+        progress.done()
+    return tr
+
+
+def reuse_ground_truth(cfg: ValidateConfig, items: list[tuple[str, int]], sets: list[str]) -> dict[str, Any]:
+    """Per set name in `sets`: {delta, changes (None when the folder has no per_example_<set>.npy), noise,
+    base_loss, seconds} from the validate run folder `cfg.ground_truth`; ConfigError (exit 2) when it is
+    not one, was made with other settings or other sampled parameters, or lacks a set this run measures."""
     import csv
     import json
 
@@ -236,36 +496,98 @@ def reuse_ground_truth(cfg: ValidateConfig, items: list[tuple[str, int]]) -> tup
         if old.get(key) != new[key]:
             raise ConfigError(f"--ground-truth {folder} was made with {key}={old.get(key)!r}, this run has "
                               f"{new[key]!r}")
+    if "heldout" in sets and old.get("held_out") != new["held_out"]:
+        raise ConfigError(f"--ground-truth {folder} was made with held_out={old.get('held_out')!r}, this run has "
+                          f"{new['held_out']!r}")
     with table.open(newline="") as f:
         rows = list(csv.DictReader(f))
     if [(r["parameter"], int(r["index"])) for r in rows] != list(items):
         raise ConfigError(f"--ground-truth {folder} holds other sampled parameters than this run's "
                           "(the model's eligible set differs)")
-    delta = np.array([float(r["delta_loss"]) for r in rows], dtype=np.float64)
+    noise = record.get("noise", {})
+    sets_rec = record.get("sets") or {}
     params_per_s = record.get("params_per_s")
-    return delta, record["noise"], (len(rows) / params_per_s if params_per_s else None)
+    out: dict[str, Any] = {}
+    for name in sets:
+        column = "delta_loss" if name == "scoring" else f"delta_loss_{name}"
+        if rows and column not in rows[0]:
+            raise ConfigError(f"--ground-truth {folder} has no {name} ground truth (no {column} column)")
+        npy = folder / f"per_example_{name}.npy"
+        changes = np.load(npy) if npy.is_file() else None
+        out[name] = {"delta": np.array([float(r[column]) for r in rows], dtype=np.float64), "changes": changes,
+                     # results written before the held-out set kept one flat noise record (the scoring half's)
+                     "noise": noise.get(name, noise) if "max" not in noise else noise,
+                     "base_loss": (sets_rec.get(name) or {}).get("base_loss", record.get("base_loss")),
+                     "seconds": (len(rows) / params_per_s if params_per_s and name == "scoring" else None)}
+    return out
 
 
-def _write(folder: ResultsFolder, record: dict, items, delta, columns, verdicts, sweep) -> None:
+def _write(folder: ResultsFolder, record: dict, items, truths: list[SetTruth], columns, verdicts, oracle_row,
+           sweep) -> None:
+    import io
+
     folder.write_json("results.json", record)
-    rows = [{"parameter": n, "index": i, "delta_loss": float(d), **{k: float(c[j]) for k, c in columns.items()}}
-            for j, ((n, i), d) in enumerate(zip(items, delta))]
+    rows = []
+    for j, (n, i) in enumerate(items):
+        row: dict[str, Any] = {"parameter": n, "index": i}
+        for tr in truths:
+            suffix = "" if tr.name == "scoring" else f"_{tr.name}"
+            row[f"delta_loss{suffix}"] = float(tr.delta[j])
+            row[f"class{suffix}"] = None if tr.classes is None else CLASS_NAMES[int(tr.classes[j])]
+        row.update({k: float(c[j]) for k, c in columns.items()})
+        rows.append(row)
     write_table(folder, "ground_truth.csv", rows)
-    table = [v.to_dict() for v in verdicts]
+    for tr in truths:
+        if tr.changes is not None:
+            buf = io.BytesIO()
+            np.save(buf, tr.changes)
+            folder.write_bytes(f"per_example_{tr.name}.npy", buf.getvalue())
+    table = [{"set": s, **v.to_dict()} for s, vs in verdicts.items() for v in vs]
+    if oracle_row:
+        table += [{"set": s, **v.to_dict()} for s, v in oracle_row.items()]
     write_table(folder, "scorers.csv", table)
     if sweep:
         write_table(folder, "damping_sweep.csv", sweep)
-    cols = ["name", "signed", "n_judged", "sign_accuracy", "balanced_accuracy", "mcc", "spearman", "top100_precision"]
-    lines = [f"Ground truth: {record['n_params']} sampled eligible parameters, each zeroed alone; ΔL on the scoring half "
-             f"({record['data']['n_scoring_half']} examples, {record['precision']}).",
-             f"Base loss {record['base_loss']:.6f}; noise floor {record['noise_floor']:.3g}; median |ΔL| "
-             f"{record['median_abs_delta']:.3g}; {record['n_below_noise']} changes at or below the floor left out of "
-             f"the sign figures.",
-             f"Base rate (share of removals that raise the loss): {_fmt(record['base_rate'])}; "
-             f"{_fmt(record['params_per_s'])} parameters/s.", "",
-             table_text(table, cols), ""]
+    lines = [f"Ground truth: {record['n_params']} sampled eligible parameters, each zeroed alone ({record['precision']})."]
+    for tr in truths:
+        s = record["sets"][tr.name]
+        where = "; ".join(f"{p['split']} {p['which']} ({len(p['rows'])} rows)" for p in record["rows"][tr.name])
+        cls = s["classes"]
+        lines.append(f"- {tr.name}: {where}. Base loss {s['base_loss']:.6f}; noise floor {s['noise_floor']:.3g}; "
+                     f"median |ΔL| {s['median_abs_delta']:.3g}; {s['n_below_noise']} at or below the floor; base rate "
+                     f"(share raising the loss) {_fmt(s['base_rate'])}"
+                     + (f"; bootstrap classes: {cls['helpful']} helpful, {cls['harmful']} harmful, "
+                        f"{cls['undetermined']} undetermined" if cls else "") + ".")
+    noise = record["noise"]["scoring"]
+    if "pilot_n" in noise:
+        lines.append(f"float32 pilot ({noise['pilot_n']} judged items vs float64): max |ΔL32 − ΔL64| "
+                     f"{noise['pilot_max_abs_diff']:.3g}; sign disagreements {noise['pilot_sign_disagreements']} "
+                     f"({noise['pilot_sign_disagreement_rate']:.3g}, 95% CI {noise['pilot_sign_disagreement_ci_low']:.3g}"
+                     f"–{noise['pilot_sign_disagreement_ci_high']:.3g}).")
+    lines.append(f"{_fmt(record['params_per_s'])} parameters/s on the scoring half.")
+    names = [tr.name for tr in truths]
+    side = []
+    for i, v in enumerate(verdicts["scoring"]):
+        row = {"name": v.name, "target": v.target}
+        for s in names:
+            row.update(_side_cells(verdicts[s][i], s))
+        side.append(row)
+    if oracle_row:
+        side.append({"name": "oracle", "target": "ΔL", **{k: c for s in names for k, c in
+                                                          _side_cells(oracle_row[s], s).items()}})
+    cols = ["name", "target"] + [f"{f}[{s}]" for f in SIDE_FIGURES for s in names]
+    lines += ["", "Each scorer on its own claim (signed: against ΔL; unsigned: against |ΔL|), side by side per set:",
+              table_text(side, cols), ""]
+    lines.append("bal_acc: balanced accuracy of the sign; rho: Spearman against the target; prec: top-100 precision; "
+                 "picks: mean ΔL of its 100 lowest-scored vs a random 100 (95% interval); fpr: share of the items it "
+                 "predicts helpful that are significantly harmful (bootstrap over examples).")
+    if record.get("gradient_influence_disagreement"):
+        g = record["gradient_influence_disagreement"]
+        lines.append(f"Gradient–influence disagreement (the study's 'false-positive rate'): "
+                     f"{_fmt(g['gradient_influence_disagreement'])} of {g['gradient_detrimental']} gradient-detrimental "
+                     "entries are not influence-beneficial — two scorers compared with each other, not with the truth.")
     if record["best_signed"]:
-        lines.append(f"Best signed scorer (balanced accuracy): {record['best_signed']}")
+        lines.append(f"Best signed scorer (balanced accuracy, scoring half): {record['best_signed']}")
     if record["additivity"]:
         a = record["additivity"]
         lines.append(f"Additivity: {a['scorer']}'s {a['k']} lowest-scored zeroed together: joint ΔL {a['joint_delta']:.4g} "
@@ -274,10 +596,21 @@ def _write(folder: ResultsFolder, record: dict, items, delta, columns, verdicts,
         shown = [{**r, "damping": f"{r['damping']:.3g}", "damping_factor": f"{r['damping_factor']:g}"} for r in sweep]
         lines += ["", "Influence over the damping sweep (λ = factor × mean diag H):",
                   table_text(shown, ["damping_factor", "damping", "iterations", "final_residual", "balanced_accuracy",
-                                     "spearman", "top100_precision"])]
+                                     "spearman", "top100_precision"]
+                             + [k for k in sweep[0] if k.startswith("heldout_")])]
     lines += [""] + record["notes"]
     folder.write_text("summary.txt", "\n".join(lines) + "\n")
-    _plot(folder.path / "scorer_vs_truth.png", delta, columns, verdicts)
+    _plot(folder.path / "scorer_vs_truth.png", truths[0].delta, columns, verdicts["scoring"])
+
+
+def _side_cells(v: ScorerVerdict, s: str) -> dict[str, str]:
+    def g(x: float | None) -> str:
+        return "" if x is None else f"{x:.3f}"
+
+    picks = "" if v.picks_mean_delta is None else (
+        f"{v.picks_mean_delta:.3g} vs {v.random_mean_delta:.3g} [{v.random_ci_low:.3g}, {v.random_ci_high:.3g}]")
+    return {f"bal_acc[{s}]": g(v.balanced_accuracy), f"rho[{s}]": g(v.spearman), f"prec[{s}]": g(v.top100_precision),
+            f"picks[{s}]": picks, f"fpr[{s}]": g(v.false_positive_rate)}
 
 
 def _fmt(x: Any) -> str:

@@ -2,4 +2,15 @@
 
 Adding a scorer: one file with a `@register_scorer` class, plus one import line here.
 """
-from .scorers import fisher_taylor, gradient, influence, magnitude, obs, ria, taylor, taylor2, wanda  # noqa: F401
+from .scorers import (  # noqa: F401
+    fisher_taylor,
+    gradient,
+    influence,
+    magnitude,
+    obs,
+    ria,
+    taylor,
+    taylor2,
+    taylor_train,
+    wanda,
+)

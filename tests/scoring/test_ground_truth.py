@@ -113,6 +113,53 @@ def test_every_parameter_tensor_matches_naive(oracle, model, batches):
     assert nonzero >= len(items) - 12   # the key biases, the unread word row, position 300 and chance give ~0
 
 
+def _per_example_ce(model, batches) -> torch.Tensor:
+    """Per-example CE through the HF forward in float64, in the oracle's packed order (length, then position)."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from mft_engine.scoring.objective import math_attention, model_inputs
+
+    m = copy.deepcopy(model).double().eval()
+    ce, keys = [], []
+    with torch.no_grad(), math_attention():
+        for b in batches:
+            ce.append(F.cross_entropy(m(**model_inputs(b)).logits, b["labels"], reduction="none"))
+            keys += b["attention_mask"].sum(1).tolist()
+    ce = torch.cat(ce)
+    order = sorted(range(len(keys)), key=lambda i: (keys[i], i))
+    return ce[order]
+
+
+def test_per_example_changes_are_the_hf_per_example_loss_changes(oracle, model, batches):
+    """delta_per_example: ΔL exactly as delta gives it, and each row the per-example CE change of the HF
+    forward, zero, forward (packed order), averaging to ΔL; items that touch few sequences fill only those."""
+    hidden = model.config.hidden_size
+    items = oracle.random_items(5, seed=3) + [("classifier.bias", 1), ("bert.pooler.dense.weight", 5),
+                                              ("bert.embeddings.word_embeddings.weight", 1003 * hidden + 2),
+                                              ("bert.embeddings.word_embeddings.weight", 29000 * hidden + 2),
+                                              ("bert.embeddings.LayerNorm.weight", 4)]
+    d, changes = oracle.delta_per_example(items)
+    assert np.array_equal(d, oracle.delta(items))
+    assert changes.shape == (len(items), oracle.n) and changes.dtype == np.float64
+    np.testing.assert_allclose(changes.mean(1), d, rtol=1e-9, atol=1e-16)
+    assert not changes[-2].any()                      # a word row no example reads
+    base = _per_example_ce(model, batches)
+    params = dict(model.named_parameters())
+    for k in (0, 5, 7):                               # a layer entry, the classifier, an embedding row
+        name, idx = items[k]
+        flat = params[name].data.view(-1)
+        old = flat[idx].item()
+        flat[idx] = 0.0
+        try:
+            ref = (_per_example_ce(model, batches) - base).numpy()
+        finally:
+            flat[idx] = old
+        np.testing.assert_allclose(changes[k], ref, rtol=0, atol=1e-12 * oracle.base_loss)
+    assert np.count_nonzero(changes[7]) < oracle.n    # the row is read by some sequences only
+
+
 def test_stacking_does_not_change_results(model, batches, oracle):
     items = oracle.random_items(12, seed=3)
     single = RemovalOracle(model, batches, stack_bytes=1).delta(items)
@@ -155,6 +202,15 @@ def test_float32_oracle_agrees_with_float64(model, batches, oracle):
     floor = o32.noise_floor(n_repeats=2, pilot=6, reference=oracle)
     assert floor["pilot_max_abs_diff"] < 1e-5 * oracle.base_loss
     assert isinstance(floor["float32_allowed"], bool) and floor["pilot_median_abs_delta"] > 0
+    # the pilot on given items (a pipeline's judged items and their float32 ΔL): figures over exactly those
+    given = o32.noise_floor(n_repeats=2, pilot=100, reference=oracle, pilot_items=items, pilot_delta=d32)
+    assert given["pilot_n"] == len(items)
+    assert given["pilot_max_abs_diff"] == pytest.approx(float(np.max(np.abs(d32 - d64))), rel=0, abs=0)
+    flips = int(np.sum(np.sign(d32) != np.sign(d64)))
+    assert given["pilot_sign_disagreements"] == flips and given["pilot_sign_disagreement_rate"] == flips / len(items)
+    assert 0.0 <= given["pilot_sign_disagreement_ci_low"] <= flips / len(items) <= given["pilot_sign_disagreement_ci_high"]
+    assert given["noop_alone_max"] == 0.0   # structurally zero: a stack of one with d = 0 is the cached computation
+    assert given["noop_max"] == given["noop_stacked_max"] < 1e-6 * oracle.base_loss
 
 
 def test_three_classes():

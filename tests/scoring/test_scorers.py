@@ -21,7 +21,8 @@ from mft_engine.scoring.scorers.stats import per_example_gradients
 NAMES = ["bert.encoder.layer.1.output.dense.weight", "bert.encoder.layer.1.output.dense.bias",
          "bert.encoder.layer.1.output.LayerNorm.weight", "bert.pooler.dense.weight", "bert.pooler.dense.bias",
          "classifier.weight", "classifier.bias"]
-BUILTIN = ["fisher-taylor", "gradient", "influence", "magnitude", "obs", "ria", "taylor", "taylor2", "wanda"]
+BUILTIN = ["fisher-taylor", "gradient", "influence", "magnitude", "obs", "ria", "taylor", "taylor-train", "taylor2",
+           "wanda"]
 
 
 def _batch(n: int, t: int, seed: int) -> dict[str, torch.Tensor]:
@@ -93,7 +94,8 @@ def test_registry_names_and_lookup():
     for name in BUILTIN:
         s = get_scorer(name)
         assert isinstance(s, Scorer) and s.name == name and s.description
-    assert {n for n in BUILTIN if get_scorer(n).signed} == {"gradient", "taylor", "taylor2", "fisher-taylor", "influence"}
+    assert {n for n in BUILTIN if get_scorer(n).signed} == {"gradient", "taylor", "taylor-train", "taylor2",
+                                                             "fisher-taylor", "influence"}
     assert get_scorer("Fisher-Taylor").name == "fisher-taylor"
 
 
@@ -130,6 +132,7 @@ def test_missing_statistics_are_named(setup):
              ("wanda", {"state": bare}, "activation_statistics"),
              ("ria", {"state": bare}, "activation_statistics"),
              ("taylor", {"score": None}, "score_objective"),
+             ("taylor-train", {"train": None}, "training_objective"),
              ("taylor2", {"score": None}, "score_objective"),
              ("fisher-taylor", {"score": None}, "score_objective"),
              ("obs", {"score": None}, "score_objective")]
@@ -217,6 +220,18 @@ def test_taylor_against_explicit_gradient(setup):
     out = get_scorer("taylor").score(_inputs(setup))
     for n in NAMES:
         torch.testing.assert_close(out[n], -grads[n] * own[n].detach(), rtol=1e-9, atol=1e-15)
+
+
+def test_taylor_train_against_explicit_training_gradient(setup):
+    """taylor-train: −∇L_train·θ with the eval-mode mean gradient over the training Objective's examples."""
+    model, batches, _ = setup
+    grads = _explicit_grad(model, batches[:1], NAMES)   # _inputs' training Objective is batches[:1]
+    own = dict(model.named_parameters())
+    inputs = _inputs(setup)
+    out = get_scorer("taylor-train").score(inputs)
+    for n in NAMES:
+        torch.testing.assert_close(out[n], -grads[n] * own[n].detach(), rtol=1e-9, atol=1e-15)
+    assert get_scorer("taylor-train").signed and inputs.peek("train_gradient") is not None
 
 
 def test_taylor2_second_order_term_is_the_explicit_gauss_newton_diagonal(setup):
@@ -397,3 +412,48 @@ def test_influence_against_an_explicit_solve(setup):
     torch.testing.assert_close(got, -s * theta, rtol=1e-6, atol=1e-12)
     assert fit.damping == 1e-3 and fit.residuals[-1] <= 1e-10
     assert get_scorer("influence").signed
+
+
+@pytest.mark.parametrize("solver", ["woodbury", "cg"])
+def test_influence_solver_precision_float64(setup, solver):
+    """solver_precision float64 on a float32 model: the solve runs on a float64 copy (right-hand side, factors
+    or products, solution all float64) and matches the explicit float64 solve; float32 keeps float32; the
+    caller's model is untouched and the two fits have different names."""
+    import copy as _copy
+
+    from mft_engine.scoring.curvature.hvp import explicit_gauss_newton
+    from mft_engine.scoring.scorers.influence import InfluenceOptions, influence_scores
+
+    model64, batches, state = setup
+    model = _copy.deepcopy(model64).float()
+    block = ["classifier.weight", "classifier.bias", "bert.pooler.dense.bias"]
+
+    def run(precision):
+        inputs = ScoringInputs(model=model, names=block, state=state, train=Objective(model, batches[:1], block),
+                               score=Objective(model, batches, block), damping=1e-3,
+                               options={"influence_solver": solver, "solver_precision": precision,
+                                        "cg_tol": 1e-13, "cg_max_iter": 500})
+        fit = fit_influence_solve(inputs)
+        return fit, influence_scores(inputs)[0], inputs
+
+    f64, s64, in64 = run("float64")
+    f32, _, _ = run("float32")
+    assert f64.name == f32.name + "_float64"
+    assert all(t.dtype == torch.float64 for t in f64.solution.values())
+    assert all(t.dtype == torch.float32 for t in f32.solution.values())
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    if solver == "woodbury":
+        low = in64.peek("train_gn_lowrank_float64")
+        assert low.b.dtype == torch.float64 and next(low.objective.model.parameters()).dtype == torch.float64
+    # the explicit float64 solve on the same (float32-valued) weights
+    wide = _copy.deepcopy(model).double()
+    G = explicit_gauss_newton(Objective(wide, batches[:1], block)).double()
+    own = dict(wide.named_parameters())
+    loss = _explicit_loss(wide, batches, {n: p for n, p in wide.named_parameters()})
+    g = torch.cat([t.reshape(-1) for t in torch.autograd.grad(loss, [own[n] for n in block])])
+    s = torch.linalg.solve(G + 1e-3 * torch.eye(G.shape[0], dtype=torch.float64), g)
+    theta = torch.cat([own[n].detach().reshape(-1) for n in block])
+    torch.testing.assert_close(torch.cat([s64[n].reshape(-1) for n in block]), -s * theta, rtol=1e-8, atol=1e-14)
+    assert f64.true_residual < 1e-8
+    with pytest.raises(ConfigError, match="solver_precision"):
+        InfluenceOptions(solver_precision="float16")

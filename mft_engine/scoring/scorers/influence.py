@@ -8,6 +8,7 @@ mean of diag(H); every figure names the λ it used.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,11 @@ from ..curvature.fit import SOLVERS, InverseFit, fit_inverse, load_fit
 from ..curvature.hvp import DEFAULT_DAMPING_FACTOR, gauss_newton_diagonal, mean_diagonal
 from ..curvature.lowrank import LowRankGN, gauss_newton_lowrank
 from ..inputs import ScoringInputs
+from ..objective import Objective
 from .stats import score_gradient
+
+#: the arithmetic of the influence solve (InfluenceOptions.solver_precision)
+SOLVER_PRECISIONS = ("float32", "float64")
 
 
 def train_mean_diagonal(inputs: ScoringInputs) -> float:
@@ -57,10 +62,34 @@ class InfluenceOptions:
     lissa_depth: int = help_field("LiSSA recursion depth", 100)
     lissa_scale: float | None = help_field("LiSSA scale (default: estimated by power iteration)", None)
     lissa_repetitions: int = help_field("LiSSA repetitions averaged", 1)
+    solver_precision: str = help_field("arithmetic of the solve: float32 (the model's) | float64 (on a float64 copy "
+                                       "of the model: ∇L_score, the curvature products or Woodbury factors, and "
+                                       "the solution all in float64)", "float32")
 
     def __post_init__(self) -> None:
         if self.influence_solver not in SOLVERS:
             raise ConfigError(f"influence_solver {self.influence_solver!r} is not one of {', '.join(SOLVERS)}")
+        if self.solver_precision not in SOLVER_PRECISIONS:
+            raise ConfigError(f"solver_precision {self.solver_precision!r} is not one of {', '.join(SOLVER_PRECISIONS)}")
+
+
+def float64_objectives(inputs: ScoringInputs) -> tuple[Objective, Objective, dict[str, torch.Tensor]]:
+    """(training Objective, scoring-half Objective, ∇L_score) over a float64 copy of `inputs.model` (same
+    batches, same names), for a float64 solve; the caller's model is untouched.
+
+    Cost (once per inputs, cached as "float64_objectives"): a float64 copy of the model (8 bytes per
+    parameter) and one forward + backward over the scoring half in float64.
+    """
+    inputs.require("influence", training_objective=inputs.train, scoring_objective=inputs.score)
+
+    def build() -> tuple[Objective, Objective, dict[str, torch.Tensor]]:
+        model = copy.deepcopy(inputs.model).to(torch.float64).eval()
+        model.requires_grad_(False)
+        train = Objective(model, inputs.train.batches, list(inputs.names))
+        score = Objective(model, inputs.score.batches, list(inputs.names))
+        return train, score, {n: g.detach() for n, g in score.gradient().items()}
+
+    return inputs.cached("float64_objectives", build)
 
 
 #: the command that fits what the influence scorer loads (named in the error when there is no fit)
@@ -73,7 +102,9 @@ def influence_fit_name(inputs: ScoringInputs, damping_factor: float | None = Non
     λ: `inputs.damping` (absolute) when set and no `damping_factor` is asked for; else `damping_factor`
     (default: InfluenceOptions.damping_factor, 1e-3) × the mean of diag(H), computed once per inputs (one
     backward per training example, or per example and class). The name is
-    `influence_<solver>_lambda_<λ>`, so a fit is found again by the settings that made it.
+    `influence_<solver>_lambda_<λ>` (with `_float64` appended for solver_precision float64), so a fit is
+    found again by the settings that made it. λ's scale (the mean of diag H) is computed in the model's
+    dtype for both precisions, so a float32 and a float64 solve of the same settings use the same λ.
     """
     inputs.require("influence", training_objective=inputs.train, scoring_objective=inputs.score)
     opts = inputs.settings(InfluenceOptions)
@@ -82,7 +113,8 @@ def influence_fit_name(inputs: ScoringInputs, damping_factor: float | None = Non
     else:
         factor = float(damping_factor if damping_factor is not None else opts.damping_factor)
         damping = factor * train_mean_diagonal(inputs)
-    return f"influence_{opts.influence_solver}_lambda_{damping:.6e}", damping, factor
+    suffix = "_float64" if opts.solver_precision == "float64" else ""
+    return f"influence_{opts.influence_solver}_lambda_{damping:.6e}{suffix}", damping, factor
 
 
 def fit_influence_solve(inputs: ScoringInputs, damping_factor: float | None = None) -> InverseFit:
@@ -92,13 +124,20 @@ def fit_influence_solve(inputs: ScoringInputs, damping_factor: float | None = No
     keeps (`influence_fit`); fitting and scoring are separate steps, as kronfluence's factor fitting and
     score computation are.
 
+    With solver_precision "float64" the solve runs on a float64 copy of the model (float64_objectives):
+    the right-hand side, every curvature product (Woodbury: the factors, K and Fb) and the solution are
+    float64, and the fit keeps the float64 solution; "float32" solves in the model's dtype (the Woodbury
+    Gram matrix and its eigendecomposition are float64 either way).
+
     Raises MissingStatisticError without the training or scoring objective; SolverError (exit 2) when CG
     meets NaN or negative curvature, or LiSSA diverges. Cost: one inverse solve (each CG step one
     Gauss-Newton product over the N training samples ≈ 5 forward passes); Woodbury: the per-example factors.
+    float64 roughly doubles the time and the memory of the products and adds a float64 model copy.
     """
     name, damping, _ = influence_fit_name(inputs, damping_factor)
     opts = inputs.settings(InfluenceOptions)
     solver = opts.influence_solver
+    wide = opts.solver_precision == "float64"
 
     def solve() -> InverseFit:
         if inputs.fits_dir is not None and (inputs.fits_dir / name / "fit.json").is_file():
@@ -108,13 +147,21 @@ def fit_influence_solve(inputs: ScoringInputs, damping_factor: float | None = No
         if progress is not None:
             progress.phase(f"influence solve ({solver}, λ={damping:.3g})", None)
             cb = lambda it, rel: progress.advance(1, residual=float(rel))  # noqa: E731
-        fit = fit_inverse(name, inputs.train, score_gradient(inputs), damping=damping, solver=solver,
+        train, rhs = inputs.train, score_gradient(inputs)
+        lowrank = None
+        if wide:
+            train, _, rhs = float64_objectives(inputs)
+            if solver == "woodbury":
+                lowrank = inputs.cached("train_gn_lowrank_float64", lambda: gauss_newton_lowrank(train, rhs))
+        elif solver == "woodbury":
+            lowrank = train_lowrank(inputs)
+        fit = fit_inverse(name, train, rhs, damping=damping, solver=solver,
                           tol=float(opts.cg_tol), max_iter=int(opts.cg_max_iter),
                           lissa_depth=int(opts.lissa_depth), lissa_scale=opts.lissa_scale,
                           lissa_repetitions=int(opts.lissa_repetitions), fits_dir=inputs.fits_dir,
                           progress=cb, mean_diagonal=inputs.peek("train_gn_mean_diagonal"),
                           diagonal=train_diagonal(inputs) if solver == "pcg" else None,
-                          lowrank=train_lowrank(inputs) if solver == "woodbury" else None)
+                          lowrank=lowrank)
         if progress is not None:
             progress.done()
         return fit
