@@ -47,6 +47,23 @@ def bitsandbytes_missing() -> str | None:
     return None
 
 
+def xla_missing() -> str | None:
+    """Why torch_xla cannot be used (not installed, or not the 2.9.0 that matches torch 2.9.0), or None."""
+    if not _found("torch_xla"):
+        return "torch_xla is not installed (pip install 'mft_engine[xla]': torch==2.9.0 and torch_xla==2.9.0)"
+    import torch
+
+    version = _version("torch_xla")
+    if version is not None and version.split("+")[0] != torch.__version__.split("+")[0]:
+        return f"torch_xla {version} does not match torch {torch.__version__}; torch_xla 2.9.0 needs torch 2.9.0"
+    return None
+
+
+def has_xla() -> bool:
+    """True when torch_xla is installed and matches torch (package metadata only; nothing is imported)."""
+    return xla_missing() is None
+
+
 def has_bitsandbytes() -> bool:
     """True when bitsandbytes >= 0.50 is installed (package metadata only; nothing is imported)."""
     return bitsandbytes_missing() is None

@@ -18,22 +18,23 @@ import torch
 from .errors import ConfigError
 from .fields import help_field
 
-DEVICE_CHOICES = "auto, cpu, cuda, cuda:N"
-_SPEC = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N, xla"
+_SPEC = re.compile(r"^(auto|cpu|cuda(:\d+)?|xla)$")
+#: the dispatch key of each device type whose kernels the dispatcher picks
+DISPATCH_KEYS = {"cpu": "CPU", "cuda": "CUDA", "xla": "XLA"}
 
 
 def device_field(default: str = "auto"):
     """The `device` field of a pipeline config (flag --device): auto | cpu | cuda | cuda:N."""
-    return help_field("auto (cuda when a CUDA device is visible, else cpu) | cpu | cuda | cuda:N", default)
+    return help_field("auto (cuda when a CUDA device is visible, else cpu) | cpu | cuda | cuda:N | xla (torch_xla's "
+                      "device: the [xla] extra)", default)
 
 
 def check_device_spec(spec: str) -> None:
-    """ConfigError (one line naming the value) unless `spec` is auto, cpu, cuda or cuda:N. Syntax only:
+    """ConfigError (one line naming the value) unless `spec` is auto, cpu, cuda, cuda:N or xla. Syntax only:
     whether this machine has the device is `resolve_device`'s question, asked when the run starts."""
     if not isinstance(spec, str) or not _SPEC.match(spec):
-        hint = (": XLA devices are not supported by the pipelines yet" if isinstance(spec, str)
-                and spec.startswith("xla") else "")
-        raise ConfigError(f"--device {spec!r} is not one of {DEVICE_CHOICES}{hint}")
+        raise ConfigError(f"--device {spec!r} is not one of {DEVICE_CHOICES}")
 
 
 def resolve_device(spec: str, local_rank: int | None = None) -> torch.device:
@@ -42,6 +43,8 @@ def resolve_device(spec: str, local_rank: int | None = None) -> torch.device:
     ConfigError with one line naming the device when this torch or machine lacks it (a CPU-only torch, no
     visible device, an index past the device count, CUDA without mft's Triton kernels). Cost: CUDA queries."""
     check_device_spec(spec)
+    if spec == "xla":
+        return _xla_device()
     if spec == "cpu" or (spec == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if torch.version.cuda is None:
@@ -63,6 +66,46 @@ def resolve_device(spec: str, local_rank: int | None = None) -> torch.device:
     return torch.device("cuda", index)
 
 
+def _xla_device() -> torch.device:
+    from . import _optional
+
+    missing = _optional.xla_missing()
+    if missing is not None:
+        raise ConfigError(f"--device xla: {missing}")
+    import torch_xla
+
+    from .ops import xla as ops_xla
+
+    ops_xla.register()  # again, now that torch_xla is imported: its functionalization kernels too
+    return torch.device(torch_xla.device())
+
+
+def has_kernel(op: str, device: torch.device) -> bool:
+    """Whether the dispatcher has an implementation of `op` ("mft::zero_topk_") for `device`'s tensors."""
+    key = DISPATCH_KEYS.get(device.type)
+    return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(op, key)
+
+
+def graph_boundary(device: torch.device) -> None:
+    """Cut the lazy graph here (XLA: torch_xla.sync(), so a batch loop compiles one graph per step instead of
+    one growing graph); nothing on eager devices. Called once per batch or optimizer step."""
+    if device.type == "xla":
+        import torch_xla
+
+        torch_xla.sync()
+
+
+def no_grad_context(device: torch.device):
+    """The context for forward passes without autograd on `device`: torch.inference_mode (cheapest), or
+    torch.no_grad on XLA, whose lazy tensors cannot be inference tensors."""
+    return torch.no_grad() if device.type == "xla" else torch.inference_mode()
+
+
+def supports_sparse_grads(device: torch.device) -> bool:
+    """Whether sparse embedding gradients run on `device` (XLA has no sparse tensors)."""
+    return device.type != "xla"
+
+
 def warn_fp64(device: torch.device) -> None:
     """Warn once that fp64 ground truth runs at a fraction of fp32 speed on consumer CUDA cards."""
     if device.type == "cuda":
@@ -82,6 +125,12 @@ def synchronize(device: torch.device) -> None:
     it before reading the clock, so a GPU figure is the work's time and not its launch's."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    elif device.type == "xla":
+        import torch_xla
+        import torch_xla.core.xla_model as xm
+
+        torch_xla.sync()
+        xm.wait_device_ops()
 
 
 def model_device(model: torch.nn.Module) -> torch.device:

@@ -29,7 +29,7 @@ def test_cpu_and_auto_resolve_to_cpu_without_cuda(spec):
     ("cuda:", "'cuda:' is not one of"),
     ("cuda:-1", "'cuda:-1' is not one of"),
     ("CPU", "'CPU' is not one of"),
-    ("xla", "XLA devices are not supported by the pipelines yet"),
+    ("xla:0", "'xla:0' is not one of"),
 ])
 def test_bad_spec_is_one_line_naming_it(spec, needle):
     with pytest.raises(ConfigError, match="--device") as e:
@@ -67,6 +67,14 @@ def test_cuda_without_triton_kernels_names_the_extra(fake_cuda):
     fake_cuda["CUDA"] = False
     with pytest.raises(ConfigError, match=r"pip install 'mft_engine\[gpu\]'"):
         resolve_device("cuda")
+
+
+def test_xla_without_torch_xla_names_the_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch_xla", None)  # as if not installed
+    with pytest.raises(ConfigError, match=r"--device xla: torch_xla is not installed \(pip install 'mft_engine\[xla\]'"):
+        resolve_device("xla")
 
 
 def test_cuda_on_a_cpu_only_torch(monkeypatch):

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from .. import ops
 from ..data.batching import Batch
-from ..device import model_device, to_device
+from ..device import graph_boundary, model_device, supports_sparse_grads, to_device
 from .distributed import batch_seed
 from .state import GradientState
 
@@ -171,7 +171,7 @@ def collect_gradients(
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext())
     for p in model.parameters():
         p.grad = None
-    sparse_cm = sparse_embedding_grads(model, sparse_embeddings)
+    sparse_cm = sparse_embedding_grads(model, sparse_embeddings and supports_sparse_grads(device))
     sparse_cm.__enter__()
     try:
         for i, b in enumerate(batches):
@@ -196,6 +196,7 @@ def collect_gradients(
                         continue
                     accumulate_grad(state, n, p.grad)
                     p.grad = None
+            graph_boundary(device)
             # The batch's loss is the one figure read back per batch (it is logged and shown): one host sync.
             batch_loss = float(loss_total) / b.size
             state.batch_losses.append(batch_loss)

@@ -87,11 +87,11 @@ class GradientState:
         tensors: dict[str, torch.Tensor] = {}
         for prefix, d in zip(_PREFIXES, (self.grad_sum, self.sq_sum, self.pos_count, self.neg_count)):
             for n in self.names:
-                tensors[f"{prefix}/{n}"] = d[n].contiguous()
+                tensors[f"{prefix}/{n}"] = d[n].cpu().contiguous()
         for m, t in self.act_sq.items():
-            tensors[f"act_sq/{m}"] = t.contiguous()
+            tensors[f"act_sq/{m}"] = t.cpu().contiguous()
         for k, t in (extra_tensors or {}).items():
-            tensors[f"extra/{k}"] = t.contiguous()
+            tensors[f"extra/{k}"] = t.cpu().contiguous()
         info = {"names": self.names, "act_tokens": self.act_tokens, "batch_losses": self.batch_losses,
                 "batch_sizes": self.batch_sizes, "meta": self.meta}
         tmp = Path(str(path) + ".tmp")

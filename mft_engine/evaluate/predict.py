@@ -6,30 +6,31 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..device import model_device, to_device
+from ..device import graph_boundary, model_device, no_grad_context, to_device
 from .metrics import classification_metrics, regression_metrics
 
 
-@torch.inference_mode()
 def predict(model: torch.nn.Module, batches, n: int, on_batch: Callable[[int], None] | None = None) -> np.ndarray:
     """Logits for n rows; `batches` yields (row positions, HF batch dict). Returns fp32 [n, num_labels].
 
-    Runs in eval mode (restoring the previous mode) on the model's device; the logits stay there until
-    the one copy back at the end (no host sync per batch). Cost: one forward per batch.
+    Runs in eval mode (restoring the previous mode) without autograd on the model's device; the logits
+    stay there until the one copy back at the end (no host sync per batch). Cost: one forward per batch.
     """
     was = model.training
     model.eval()
     device = model_device(model)
     out = None
     try:
-        for rows, batch in batches:
-            inputs = to_device({k: v for k, v in batch.items() if k != "labels"}, device)
-            logits = model(**inputs).logits.float()
-            if out is None:
-                out = torch.zeros((n, logits.shape[-1]), dtype=torch.float32, device=device)
-            out[torch.as_tensor(rows, dtype=torch.long).to(device, non_blocking=True)] = logits
-            if on_batch is not None:
-                on_batch(len(rows))
+        with no_grad_context(device):
+            for rows, batch in batches:
+                inputs = to_device({k: v for k, v in batch.items() if k != "labels"}, device)
+                logits = model(**inputs).logits.float()
+                if out is None:
+                    out = torch.zeros((n, logits.shape[-1]), dtype=torch.float32, device=device)
+                out[torch.as_tensor(rows, dtype=torch.long).to(device, non_blocking=True)] = logits
+                graph_boundary(device)
+                if on_batch is not None:
+                    on_batch(len(rows))
     finally:
         model.train(was)
     return out.cpu().numpy() if out is not None else np.zeros((0, 1), dtype=np.float32)

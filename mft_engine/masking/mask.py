@@ -146,9 +146,9 @@ class Mask:
         """Write indices, saved values and metadata (names, shapes, info) to a safetensors file."""
         from safetensors.torch import save_file
 
-        tensors = {"indices": self.indices.contiguous()}
+        tensors = {"indices": self.indices.cpu().contiguous()}
         if self.values is not None:
-            tensors["values"] = self.values.contiguous()
+            tensors["values"] = self.values.cpu().contiguous()
         meta = {"mft_mask": json.dumps({"names": self.names, "shapes": [list(s) for s in self.shapes],
                                         "info": self.info})}
         save_file(tensors, str(path), metadata=meta)

@@ -11,6 +11,7 @@ import torch
 
 from .. import ops
 from ..selection_spec import SelectionSpec, parse_fractions, round_lr_fp32
+from ..device import has_kernel
 from ..errors import ConfigError
 from .eligibility import check_exclude_patterns, eligible_parameters
 from .mask import Mask
@@ -48,6 +49,8 @@ def fusable(thetas: list[torch.Tensor], grads: list[torch.Tensor]) -> bool:
     floating dtype, and no theta sharing memory with another theta or with any grad (tied or aliased weights
     would be zeroed through their twin). Cost: O(n log n) over the n tensors' address ranges."""
     if not thetas or any(t.device != thetas[0].device or not t.is_contiguous() for t in thetas):
+        return False
+    if not has_kernel("mft::zero_topk_", thetas[0].device):  # XLA: fixed-shape selection, then zero_masked_
         return False
     if len({t.dtype for t in thetas}) != 1 or thetas[0].dtype not in (torch.float32, torch.float16, torch.bfloat16):
         return False

@@ -5,7 +5,8 @@ PyTorch dispatcher) and the fake implementations used by torch.compile / FakeTen
 or broken extension raises ImportError here: rebuild with `pip install --no-build-isolation -e .`.
 
 Ops (schemas in bindings/registration.cpp; CPU kernels in csrc/; CUDA kernels in ops/triton/, Triton,
-registered when triton imports):
+registered when triton imports; XLA implementations in ops/xla/, torch ops torch_xla lowers to HLO,
+registered when torch_xla is installed, plus `mft::select_mask_xla`, the fixed-shape selection):
   accumulate_, detrimental_score, detrimental_count, select_topk, zero_topk_, zero_masked_, restore_.
 `round_lr(lr)` is the lr every op uses (rounded once to float32, checked); `ops.reference` holds the
 pure-PyTorch oracles the tests and `mft bench zeroing` compare the kernels with.
@@ -44,6 +45,7 @@ except ImportError as _e:
 
 from . import _fake  # noqa: F401  (registers the fake implementations)
 from . import triton as _triton_kernels
+from . import xla as _xla_kernels  # imports torch only, never torch_xla
 from ._args import round_lr
 from .accumulate import accumulate_
 from .detrimental_count import detrimental_count
@@ -55,6 +57,8 @@ from .zero_topk import zero_topk_
 # The Triton kernels become the CUDA implementations when triton imports (the [gpu] extra); without it
 # nothing is registered and CUDA tensors get the dispatcher's "no kernel" error.
 _triton_kernels.register()
+# The XLA-key kernels when torch_xla is installed; torch_xla itself is imported only by --device xla.
+_xla_kernels.register()
 
 
 def cpu_path() -> str:

@@ -91,15 +91,24 @@ def backends() -> list[dict]:
         cuda["kernels"] = "Triton kernels, registered only when triton imports: pip install 'mft_engine[gpu]'"
     out.append(cuda)
 
+    # XLA: torch_xla is not imported here (it starts the PJRT runtime); its metadata and mft's registration
+    # on the XLA dispatch key (mft_engine.ops.xla.register(), done when torch_xla is installed) suffice.
     xla_version = _version_of("torch_xla")
     xla = {"backend": "xla", "torch_xla": xla_version}
     if xla_version is None:
         xla.update(status="absent", missing="torch_xla (it exists only for torch 2.9.0: a separate environment)",
-                   extra="a separate environment: pip install torch==2.9.0 torch_xla==2.9.0")
+                   extra="a separate environment with torch==2.9.0 and torch_xla==2.9.0: see tests/xla/run.sh")
+    elif xla_version != "2.9.0" or not torch.__version__.startswith("2.9.0"):
+        xla.update(status="absent", missing=f"a torch_xla matching torch (torch {torch.__version__}, "
+                   f"torch_xla {xla_version}; torch_xla 2.9.0 needs torch 2.9.0)",
+                   extra="pip install torch==2.9.0 torch_xla==2.9.0")
     else:
         xla["status"] = "ready" if "xla" in registered else "no kernels"
-    if "xla" not in registered:
-        xla["kernels"] = "none yet: mft's XLA lowering is not written"
+    if "xla" in registered:
+        xla["kernels"] = ("torch ops lowered by torch_xla (mft_engine.ops.xla): select_mask for a fixed-shape "
+                          "selection; arithmetic f64 on CPU/GPU devices, f32 on TPU (tested on PJRT CPU only)")
+    else:
+        xla["kernels"] = "registered only when torch_xla is installed (mft_engine.ops.xla)"
     out.append(xla)
     return out
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ..data.batching import length_bucketed_batches
+from ..device import graph_boundary
 from ..errors import NonFiniteError
 from ..evaluate.validation import ValidationSets
 from ..report.progress import Progress
@@ -142,6 +143,7 @@ def train_model(
             tlog.lrs.append(float(optimizer.param_groups[0]["lr"]))
             optimizer.step()
             scheduler.step()
+            graph_boundary(device)
             optimizer.zero_grad(set_to_none=True)
             tlog.steps += 1
             tlog.losses.append(value)
