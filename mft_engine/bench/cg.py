@@ -22,6 +22,7 @@ from ..report.progress import Progress
 from ..scoring.curvature.fit import SOLVERS
 from ..scoring.curvature.hvp import flatten, gauss_newton_diagonal, gnvp, unflatten
 from ..scoring.curvature.lowrank import gauss_newton_lowrank
+from ..collect.distributed import refuse_launcher
 from ..device import resolve_device
 from ..scoring.curvature.solvers import conjugate_gradient
 
@@ -49,6 +50,7 @@ def run(model: str, task: str = "sst2", data_dir: str | None = None, samples: in
     from ..masking import check_exclude_patterns, eligible_parameters
     from ..report import machine_info
 
+    refuse_launcher("mft bench cg")
     progress = progress or Progress()
     cfg = ScoringConfig.of(model=model, task=task, data_dir=data_dir, samples=samples, exclude=exclude, seed=seed,
                            device=device)

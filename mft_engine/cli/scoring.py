@@ -31,6 +31,8 @@ def validate_scorer(
     cfg = build_config(ValidateConfig, given)
     with command_progress(quiet or json_out) as progress:
         result = validate_scorers(cfg, progress)
+    if result.out_dir is None:  # a torchrun rank other than 0: rank 0 reports
+        return
     print_result(result.out_dir, result.summary, json_out, quiet)
 
 

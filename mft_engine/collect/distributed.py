@@ -56,6 +56,20 @@ def world() -> World:
     return World(rank, size, int(os.environ.get("LOCAL_RANK", rank) or 0))
 
 
+def active_world() -> World:
+    """The World of an initialised process group, else a single process (a launcher's variables alone do
+    not make code distributed: only a pipeline that set the group up shards its work)."""
+    return world() if dist.is_available() and dist.is_initialized() else World()
+
+
+def refuse_launcher(command: str) -> None:
+    """ConfigError (one line) when started by torchrun / accelerate with several processes: `command` has no
+    multi-process form yet, and each rank would run the whole job and write its own folder."""
+    if world().distributed:
+        raise ConfigError(f"{command} does not run under torchrun / accelerate with several processes yet "
+                          "(its curvature solve is not sharded): run it as one process")
+
+
 def init_from_env(backend: str | None = None, timeout_s: float | None = None) -> World:
     """Initialise the default process group when launched by torchrun / accelerate with WORLD_SIZE > 1
     (rendezvous from MASTER_ADDR / MASTER_PORT or TORCHELASTIC's store); a single process is left alone.

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..collect.distributed import refuse_launcher
 from ..fields import help_field
 from ..report.progress import Progress
 from ..scoring.curvature.fit import InverseFit
@@ -54,6 +55,7 @@ def fit_influence(cfg: FitInfluenceConfig, progress: Progress | None = None) -> 
     (exit 2) when the solve fails. Cost: one collection pass over N samples, diag(H) once for λ, then one
     inverse solve (each CG step one Gauss-Newton product over N samples ≈ 5 forward passes).
     """
+    refuse_launcher("mft fit-influence")
     progress = progress or Progress()
     fits_dir = Path(cfg.fits_dir)
     bench = prepare_bench(cfg, progress=progress, fits_dir=fits_dir)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..collect.distributed import refuse_launcher
 from ..config import help_field
 from ..errors import ConfigError, ResumeError
 from ..evaluate.paired import holm
@@ -449,6 +450,7 @@ def removal_sweep(cfg: InfluenceConfig, progress: Progress | None = None) -> Inf
     Finished cells (a rerun with the same --name, or --resume) are read back, not recomputed; a checkpoint
     whose cells are all finished is not even loaded.
     """
+    refuse_launcher("mft influence")
     progress = progress or Progress()
     t0 = time.perf_counter()
     existing = _existing_folder(cfg)

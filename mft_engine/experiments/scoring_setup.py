@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..collect import GradientState, collect_gradients
+from ..collect.distributed import active_world, reduce_state, shard
 from ..data import TaskSplits, gradient_batches, objective_batches
 from ..data.config import DataConfig
 from ..errors import ConfigError
@@ -185,7 +186,7 @@ def prepare_bench(cfg: ScoringConfig, model_name: str | None = None, data: Scori
     """
     progress = progress or Progress()
     timings: dict[str, float] = {}
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, active_world().local_rank if active_world().distributed else None)
     t = time.perf_counter()
     # the splits are read once: their label count sizes the head, then ScoringData tokenizes them
     splits = cfg.data.load_splits() if data is None else None
@@ -207,9 +208,15 @@ def prepare_bench(cfg: ScoringConfig, model_name: str | None = None, data: Scori
                                reduction="batch-sum", batch_size=cfg.batch_size, keep_last=False)
     if not batches:
         raise ConfigError(f"--samples {cfg.data.samples} is fewer than one batch of --batch-size {cfg.batch_size}")
-    progress.phase("collect gradients (eval mode)", len(batches))
-    state = collect_gradients(model, batches, train_mode=False, on_batch=lambda i, loss: progress.advance(1),
+    # Under torchrun each rank collects a contiguous block of the batches and the sums are reduced (eval
+    # mode: no dropout, so g equals one process's up to summation order).
+    w = active_world()
+    block = shard(len(batches), w) if w.distributed else range(len(batches))
+    progress.phase("collect gradients (eval mode)", len(block))
+    state = collect_gradients(model, [batches[i] for i in block], train_mode=False,
+                              on_batch=lambda i, loss: progress.advance(1), first_index=block.start,
                               meta={"train_mode": False, "reduction": "batch-sum", "samples": len(data.rows)})
+    state = reduce_state(state, w)
     progress.done()
     timings["collect_s"] = time.perf_counter() - t
 

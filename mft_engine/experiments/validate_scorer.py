@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..collect.distributed import World, broadcast, check_same_on_every_rank, init_from_env
 from ..config import help_field
-from ..errors import ConfigError
+from ..errors import ConfigError, ResumeError
 from ..device import device_summary, resolve_device, warn_fp64
 from ..report import ResultsFolder, machine_info, versions
 from ..report.plots import pyplot
@@ -92,6 +93,11 @@ class ValidateConfig(ScoringConfig):
                                 "per-example loss changes) and the intervals of the picks' mean ΔL", 1000)
     truth_chunk_examples: int = help_field("examples per ground-truth oracle (its activation cache grows with them); "
                                            "a larger set is measured chunk by chunk and the ΔL combined", 2048)
+    resume: str | None = help_field("continue an interrupted run's .validate_<time>.partial folder: the ground-truth "
+                                    "shards it finished are read back, not measured again (same settings and number "
+                                    "of processes)", None)
+    dist_backend: str | None = help_field("torch.distributed backend under torchrun / accelerate (default "
+                                          "cpu:gloo,cuda:nccl)", None)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -155,6 +161,48 @@ def _score(name: str, inputs, progress: Progress) -> tuple[dict[str, torch.Tenso
     return scores, bool(scorer.signed), time.perf_counter() - t
 
 
+#: the ground-truth shards inside a run folder: one file per (set, chunk, rank), written as each finishes
+TRUTH_DIR = "truth"
+#: config fields that may differ between a run and its resume
+_RESUME_FREE = ("out", "resume")
+
+
+def _identity(cfg: ValidateConfig) -> dict[str, Any]:
+    return {k: v for k, v in cfg.to_dict().items() if k not in _RESUME_FREE}
+
+
+def _check_resume(cfg: ValidateConfig, w: World) -> None:
+    """ResumeError (one line, nothing touched) unless --resume names an interrupted validate-scorer folder
+    started with these settings by as many processes as run now."""
+    import json
+
+    path = Path(cfg.resume)
+    saved = path / "config.json"
+    if not path.is_dir() or not saved.is_file():
+        raise ResumeError(f"--resume {path} is not an interrupted validate-scorer folder (no config.json in it)")
+    old = json.loads(saved.read_text())
+    diff = sorted(k for k in set(old) | set(_identity(cfg)) if old.get(k) != _identity(cfg).get(k))
+    if diff:
+        raise ResumeError(f"--resume {path} was started with other settings ({', '.join('--' + k.replace('_', '-') for k in diff)} differ)")
+    sizes = {int(p.stem.rsplit("-of-", 1)[1]) for p in (path / TRUTH_DIR).glob("*_r*-of-*.npz")}
+    if sizes and sizes != {w.size}:
+        raise ResumeError(f"--resume {path} was measured by {' and '.join(map(str, sorted(sizes)))} process(es); "
+                          f"resume it with the same number (this run has {w.size})")
+
+
+def _measure_on_worker(cfg: ValidateConfig, progress: Progress, w: World) -> ValidateResult:
+    """A torchrun rank other than 0: the same model, g (its block, reduced) and items; it measures its share of
+    the ground truth into the run folder's truth/ shards and hands ΔL to rank 0, which judges and writes."""
+    folder = Path(broadcast(None, w))
+    bench = prepare_bench(cfg, progress=progress)
+    items = sample_eligible(bench.eligible, cfg.n_params, cfg.data.seed)
+    if not cfg.ground_truth:
+        pilot = np.random.default_rng(cfg.data.seed).permutation(len(items))[:PILOT_ITEMS]
+        for s in truth_sets(cfg, bench):
+            measure_set(s, bench.model, items, cfg, progress, pilot, None, folder / TRUTH_DIR, w)
+    return ValidateResult(None, {"rank": w.rank}, {})
+
+
 def validate_scorers(cfg: ValidateConfig, progress: Progress | None = None) -> ValidateResult:
     """Run the ground-truth check described by `cfg`; write results/validate_<timestamp>/ and return it.
 
@@ -165,9 +213,24 @@ def validate_scorers(cfg: ValidateConfig, progress: Progress | None = None) -> V
     (influence: one inverse solve of (H + λI) per damping value, each CG step one Gauss-Newton product over
     N samples); each verdict's intervals (resamples × n_params).
     """
+    import json
+
     progress = progress or Progress()
+    w = init_from_env(cfg.dist_backend)
+    if w.distributed:
+        check_same_on_every_rank("configuration", json.dumps(_identity(cfg), sort_keys=True, default=str), w)
+    if cfg.resume is not None:
+        _check_resume(cfg, w)
+    if not w.is_main:
+        return _measure_on_worker(cfg, progress, w)
     t0 = time.perf_counter()
-    with ResultsFolder(cfg.out, "validate") as folder:
+    with ResultsFolder(cfg.out, "validate", resume=cfg.resume) as folder:
+        if w.distributed:
+            broadcast(str(folder.path), w)  # the other ranks write their ground-truth shards there
+        folder.confirm()
+        if cfg.resume is None:
+            folder.write_json("config.json", _identity(cfg))
+        folder.keep_on_failure(TRUTH_DIR)
         log.info("config: %s", cfg.to_dict())
         bench = prepare_bench(cfg, progress=progress, fits_dir=folder.path / "fits")
         if cfg.precision == "float64":
@@ -181,7 +244,8 @@ def validate_scorers(cfg: ValidateConfig, progress: Progress | None = None) -> V
 
         t = time.perf_counter()
         reused = reuse_ground_truth(cfg, items, [s.name for s in sets]) if cfg.ground_truth else None
-        truths = [measure_set(s, bench.model, items, cfg, progress, pilot, reused) for s in sets]
+        truths = [measure_set(s, bench.model, items, cfg, progress, pilot, reused, folder.path / TRUTH_DIR, w)
+                  for s in sets]
         scoring = truths[0]
         timings["ground_truth_s"] = time.perf_counter() - t
         delta, floor, noise = scoring.delta, scoring.floor, scoring.noise
@@ -416,18 +480,83 @@ class SetTruth:
         return singles, joint
 
 
+def item_cost(name: str, n_layers: int) -> float:
+    """The relative cost of one item's ΔL: the encoder layers re-run from its own (an embedding item: all of
+    them; the pooler and classifier: only the head, counted as a quarter layer)."""
+    import re
+
+    m = re.search(r"(?:^|\.)layer\.(\d+)\.", name)
+    if m:
+        return float(n_layers - int(m.group(1)))
+    return float(n_layers + 1) if "embeddings" in name else 0.25
+
+
+def item_block(items: list[tuple[str, int]], n_layers: int, w: World) -> range:
+    """This rank's contiguous block of `items` (in flat order, so a layer's items stay together for
+    stacking), cut where the cumulative `item_cost` crosses each rank's equal share. Blocks cover every
+    item once; alone, all of them."""
+    if not w.distributed or not items:
+        return range(len(items))
+    cum = np.cumsum([item_cost(n, n_layers) for n, _ in items])
+    cuts = [0] + [int(np.searchsorted(cum, cum[-1] * r / w.size, side="right")) for r in range(1, w.size)]
+    cuts.append(len(items))
+    return range(cuts[w.rank], max(cuts[w.rank], cuts[w.rank + 1]))
+
+
+def _shard_keys(items: list[tuple[str, int]]) -> np.ndarray:
+    return np.array([f"{n}:{i}" for n, i in items])
+
+
+def _read_shard(path: Path, items: list[tuple[str, int]]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(ΔL, per-example changes) of `items` from a finished shard, or None when there is none for them."""
+    if not path.is_file():
+        return None
+    with np.load(path) as z:
+        if not np.array_equal(z["items"], _shard_keys(items)):
+            return None
+        return z["delta"], z["changes"]
+
+
+def _write_shard(path: Path, items: list[tuple[str, int]], delta: np.ndarray, changes: np.ndarray) -> None:
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, items=_shard_keys(items), delta=delta, changes=changes)
+    os.replace(tmp, path)  # a shard is whole or absent
+
+
+def _gather_items(delta: np.ndarray, changes: np.ndarray, seconds: float, w: World
+                  ) -> tuple[np.ndarray, np.ndarray, float]:
+    """Every rank's (ΔL, changes) concatenated in rank order (= item order), and the slowest rank's seconds."""
+    if not w.distributed:
+        return delta, changes, seconds
+    import torch.distributed as dist
+
+    parts: list[Any] = [None] * w.size
+    dist.all_gather_object(parts, (delta, changes, seconds))
+    return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts], axis=0),
+            max(p[2] for p in parts))
+
+
 def measure_set(ts: TruthSet, model: torch.nn.Module, items: list[tuple[str, int]], cfg: ValidateConfig,
-                progress: Progress, pilot: np.ndarray, reused: dict[str, Any] | None = None) -> SetTruth:
+                progress: Progress, pilot: np.ndarray, reused: dict[str, Any] | None = None,
+                truth_dir: Path | None = None, w: World | None = None) -> SetTruth | None:
     """ΔL and the per-example loss changes of every item zeroed alone on `ts`, the noise floor (on its first
     chunk; the float32 pilot is `items[pilot]`), and the items' bootstrap classes.
 
     The set is measured in chunks of at most --truth-chunk-examples examples, an oracle each (its activation
     cache is what grows with the examples); ΔL = Σ_chunks (n_c / n) ΔL_c, and a one-chunk set's ΔL is its
-    oracle's, bit for bit. With `reused` (reuse_ground_truth) nothing is zeroed. Cost: per chunk an
-    oracle's forward and k item evaluations; the noise floor once; classify_items (k·n·resamples flops).
+    oracle's, bit for bit. Each (chunk, rank) result is a shard file in `truth_dir`, written when it
+    finishes and read back instead of measured when it is there (--resume). Under torchrun each rank
+    measures its `item_block` of the items, the blocks are gathered in rank order, and rank 0 alone goes on
+    (other ranks get None). With `reused` (reuse_ground_truth) nothing is zeroed. Cost: per chunk an
+    oracle's forward and k item evaluations (k / world size per rank); the noise floor once;
+    classify_items (k·n·resamples flops).
     """
     from ..scoring.ground_truth import RemovalOracle
 
+    w = w or World()
     dtype = GROUND_TRUTH_DTYPES[cfg.precision]
     chunks = chunked(ts.batches, cfg.truth_chunk_examples)
     n = sum(int(b["labels"].shape[0]) for b in ts.batches)
@@ -438,24 +567,39 @@ def measure_set(ts: TruthSet, model: torch.nn.Module, items: list[tuple[str, int
     else:
         delta = np.zeros(len(items), dtype=np.float64)
         changes, base, noise, kept, seconds = [], 0.0, {}, None, 0.0
+        block = item_block(items, int(getattr(model.config, "num_hidden_layers", 1)), w)
+        mine = items[block.start:block.stop]
         for c, part in enumerate(chunks):
             label = ts.name if len(chunks) == 1 else f"{ts.name} {c + 1}/{len(chunks)}"
             progress.phase(f"ground truth ({label}): cache activations")
             o = RemovalOracle(model, part, dtype=dtype)
             progress.done()
-            progress.phase(f"ground truth ({label}): zero each parameter alone", len(items))
+            progress.phase(f"ground truth ({label}): zero each parameter alone", len(mine))
             def tick(k: int, done: list[int] = [0]) -> None:  # noqa: B006  (one counter per chunk)
                 progress.advance(k - done[0])
                 done[0] = k
 
+            shard = truth_dir / f"{ts.name}_c{c}_r{w.rank}-of-{w.size}.npz" if truth_dir is not None else None
+            got = _read_shard(shard, mine) if shard is not None else None
             t = time.perf_counter()
-            d, ch = o.delta_per_example(items, on_item=tick)
-            seconds += time.perf_counter() - t
+            if got is None:
+                d_mine, ch_mine = o.delta_per_example(mine, on_item=tick)
+                if shard is not None:
+                    _write_shard(shard, mine, d_mine, ch_mine)
+            else:
+                d_mine, ch_mine = got
+                log.info("ground truth %s: %d items read back from %s", label, len(mine), shard.name)
+                progress.advance(len(mine))
+            d, ch, secs = _gather_items(d_mine, ch_mine, time.perf_counter() - t, w)
+            seconds += secs
             progress.done()
-            w = o.n / n
-            delta += d * w
+            if not w.is_main:
+                del o
+                continue
+            weight = o.n / n
+            delta += d * weight
             changes.append(ch)
-            base += o.base_loss * w
+            base += o.base_loss * weight
             if c == 0:
                 progress.phase(f"ground truth ({label}): noise floor")
                 noise = o.noise_floor(seed=cfg.data.seed, pilot=PILOT_ITEMS, pilot_items=[items[i] for i in pilot],
@@ -464,6 +608,8 @@ def measure_set(ts: TruthSet, model: torch.nn.Module, items: list[tuple[str, int
                 progress.done()
             kept = o if len(chunks) == 1 else None
             del o
+        if not w.is_main:
+            return None
         tr = SetTruth(ts.name, ts.batches, n, len(chunks), delta, np.concatenate(changes, axis=1), noise, 0.0,
                       base, seconds, oracle=kept)
     # float64: every no-op and regrouped evaluation counts (RemovalOracle.noise_floor). float32: ΔL is computed

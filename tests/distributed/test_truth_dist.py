@@ -1,0 +1,131 @@
+"""Ground truth in shards: validate-scorer under torchrun (2 gloo processes) measures the same ΔL as one
+process, each rank writing its own shards; an interrupted run resumed with --resume measures only the
+shards it had not finished. Items are split by estimated cost, in contiguous blocks."""
+import csv
+import glob
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from mft_engine.cli import main
+from mft_engine.collect.distributed import World
+from mft_engine.experiments.validate_scorer import item_block, item_cost
+from mft_engine.scoring.ground_truth import RemovalOracle
+
+from ..cli.test_bad_input import sst2_folder
+from ..train.conftest import keyword_rows
+
+ARGS = ["validate-scorer", "--model", "bert-tiny-random", "--samples", "16", "--batch-size", "8", "--n-params", "60",
+        "--scorers", "gradient,magnitude", "--damping-sweep", "", "--no-additivity", "--held-out", "evaluation",
+        "--truth-chunk-examples", "16", "--max-length", "32", "--eval-batch-tokens", "64", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def glue(tmp_path_factory):
+    return sst2_folder(tmp_path_factory.mktemp("truth_glue"), train_rows=keyword_rows(40, 0),
+                       dev_rows=keyword_rows(64, 1, flip=0.2))
+
+
+def _delta(folder) -> dict[str, list[float]]:
+    with open(f"{folder}/ground_truth.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {c: [float(r[c]) for r in rows] for c in ("delta_loss", "delta_loss_heldout")}
+
+
+def test_blocks_are_contiguous_cover_every_item_and_balance_cost():
+    items = [(f"bert.encoder.layer.{L}.attention.self.query.weight", i) for L in range(4) for i in range(10)]
+    items += [("classifier.weight", i) for i in range(8)]
+    blocks = [item_block(items, 4, World(r, 2)) for r in range(2)]
+    assert [i for b in blocks for i in b] == list(range(len(items)))
+    costs = [sum(item_cost(items[i][0], 4) for i in b) for b in blocks]
+    assert abs(costs[0] - costs[1]) <= 4  # within one item's cost
+    assert item_cost("bert.embeddings.word_embeddings.weight", 4) > item_cost("bert.encoder.layer.0.x.weight", 4) \
+        > item_cost("bert.encoder.layer.3.x.weight", 4) > item_cost("classifier.weight", 4)
+    assert item_block(items, 4, World()) == range(len(items))
+
+
+def test_resume_measures_only_the_unfinished_shards(glue, tmp_path, monkeypatch, capsys):
+    real = RemovalOracle.delta_per_example
+    calls = []
+    monkeypatch.setattr(RemovalOracle, "delta_per_example", lambda self, items, on_item=None:
+                        (calls.append(len(items)), real(self, items, on_item))[1])
+    whole = tmp_path / "whole"
+    assert main([*ARGS, "--data-dir", str(glue), "--out", str(whole)]) == 0
+    n_chunks = len(calls)
+    assert n_chunks >= 4, calls  # both sets in several chunks
+    calls.clear()
+
+    def failing(self, items, on_item=None):
+        calls.append(len(items))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # as Ctrl-C in the third chunk
+        return real(self, items, on_item)
+
+    cut = tmp_path / "cut"
+    monkeypatch.setattr(RemovalOracle, "delta_per_example", failing)
+    assert main([*ARGS, "--data-dir", str(glue), "--out", str(cut)]) == 130  # interrupted: the shards are kept
+    assert "--resume" in capsys.readouterr().err
+    (partial,) = glob.glob(str(cut / ".validate_*.partial"))
+    shards = sorted(os.listdir(f"{partial}/truth"))
+    assert len(shards) == 2 and all(s.endswith("-of-1.npz") for s in shards)
+    stamps = {s: os.stat(f"{partial}/truth/{s}").st_mtime_ns for s in shards}
+    calls.clear()
+    monkeypatch.setattr(RemovalOracle, "delta_per_example", lambda self, items, on_item=None:
+                        (calls.append(len(items)), real(self, items, on_item))[1])
+    assert main([*ARGS, "--data-dir", str(glue), "--out", str(cut), "--resume", partial]) == 0
+    # the 2 chunks finished before the interruption were read back, not measured again
+    assert len(calls) == n_chunks - 2
+    (done,) = glob.glob(str(cut / "validate_*"))
+    assert _delta(done) == _delta(next(whole.iterdir()))
+    assert not os.path.exists(f"{done}/truth")  # the shards are deleted at commit
+    assert stamps
+
+
+def test_resume_with_other_settings_is_refused(glue, tmp_path, capsys):
+    folder = tmp_path / ".validate_x.partial"
+    (folder / "truth").mkdir(parents=True)
+    (folder / "config.json").write_text('{"n_params": 5}')
+    assert main([*ARGS, "--data-dir", str(glue), "--out", str(tmp_path), "--resume", str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "was started with other settings" in err and "--n-params" in err and err.count("\n") == 0
+
+
+def test_two_processes_measure_the_one_process_delta(glue, tmp_path):
+    exe = shutil.which("torchrun")
+    launcher = [exe] if exe else [sys.executable, "-m", "torch.distributed.run"]
+    r = subprocess.run([*launcher, "--standalone", "--nproc-per-node", "2", "-m", "mft_engine.cli", *ARGS,
+                        "--data-dir", str(glue), "--dist-backend", "gloo", "--out", str(tmp_path / "two")],
+                       capture_output=True, text=True, timeout=300, check=False,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main([*ARGS, "--data-dir", str(glue), "--out", str(tmp_path / "one")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    (one,), (two,) = glob.glob(str(tmp_path / "one" / "validate_*")), glob.glob(str(tmp_path / "two" / "validate_*"))
+    a, b = _delta(one), _delta(two)
+    for col in a:
+        # each item is the same computation whichever rank runs it; stacking other items of its layer beside it
+        # can move the last bits (float64): 1e-12 absolute is far below any ΔL here
+        np.testing.assert_allclose(b[col], a[col], rtol=0, atol=1e-12)
+    assert len(glob.glob(str(tmp_path / "two" / "*"))) == 1  # rank 1 wrote no folder of its own
+
+
+@pytest.mark.parametrize("command", [["influence"], ["fit-influence"], ["bench", "cg"]])
+def test_unsharded_commands_refuse_several_processes(glue, tmp_path, monkeypatch, capsys, command):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    extra = ["--model", "bert-tiny-random", "--data-dir", str(glue), "--samples", "16"]
+    if command[0] != "bench":
+        extra += ["--out", str(tmp_path / "out")]
+    assert main([*command, *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "does not run under torchrun" in err and err.count("\n") == 0, err
+    assert not (tmp_path / "out").exists()
