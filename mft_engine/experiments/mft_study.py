@@ -428,6 +428,7 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
         timings["zero_s"] = zeroing
         timings["evaluate_after_s"] = evaluating_after
         timings["evaluate_control_s"] = evaluating_control
+        t_report = time.perf_counter()  # the record itself: chance check, versions, machine and device stamps
         chance = chance_check(before, val.labels)
 
         record = {
@@ -460,6 +461,7 @@ def run_study(cfg: RunConfig, progress: Progress | None = None, resume: str | Pa
             "fractions": rows_out,
             "timings": timings,
         }
+        timings["report_s"] = time.perf_counter() - t_report
         with _phase("write", peaks):
             # write_outputs adds write_s and total_s (from t0) just before it writes results.json.
             out = write_outputs(folder, cfg, record, state, selections, eligible, named_all, started=t0)

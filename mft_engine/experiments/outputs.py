@@ -16,7 +16,7 @@ ACCURACY_PLOT, LAYER_PLOT, LOSS_PLOT = "accuracy.png", "layer_zeroed.png", "coll
 #: The timing fields that are parts of total_s (each phase once; zero_s-style per-fraction figures are in
 #: the fractions' entries).
 TIMING_PARTS = ("load_data_s", "load_model_s", "tokenize_s", "prepare_s", "evaluate_before_s", "collect_s", "select_s",
-                "read_bandwidth_s", "zero_s", "evaluate_after_s", "evaluate_control_s", "write_s")
+                "read_bandwidth_s", "zero_s", "evaluate_after_s", "evaluate_control_s", "report_s", "write_s")
 
 
 def layer_group(name: str) -> str:
