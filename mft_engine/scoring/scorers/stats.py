@@ -40,13 +40,19 @@ def score_gradient(inputs: ScoringInputs) -> dict[str, torch.Tensor]:
     per eligible parameter in that dtype, plus the float64 copy.
     """
     inputs.require("score_gradient", score_objective=inputs.score)
+    return objective_gradient(inputs, "score_gradient", inputs.score)
 
+
+def objective_gradient(inputs: ScoringInputs, key: str, objective) -> dict[str, torch.Tensor]:
+    """∇ of `objective`'s mean loss at the model's θ w.r.t. each of `inputs.names`, as {name: float64 CPU
+    tensor}, computed once and cached in `inputs` under `key`. Cost: one forward + backward over the
+    objective's examples in the model's dtype."""
     def compute() -> dict[str, torch.Tensor]:
         theta = inputs.theta()
-        g = inputs.score.gradient({n: theta[n] for n in inputs.names})
+        g = objective.gradient({n: theta[n] for n in inputs.names})
         return {n: g[n].detach().to("cpu", torch.float64) for n in inputs.names}
 
-    return inputs.cached("score_gradient", compute)
+    return inputs.cached(key, compute)
 
 
 def _example_rows(objective: Objective, m: int | None, seed: int) -> list[torch.Tensor]:

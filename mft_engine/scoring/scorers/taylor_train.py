@@ -5,6 +5,7 @@ import torch
 
 from ..base import Scorer, as_scores, register_scorer
 from ..inputs import ScoringInputs
+from .stats import objective_gradient
 
 
 def train_gradient(inputs: ScoringInputs) -> dict[str, torch.Tensor]:
@@ -15,13 +16,7 @@ def train_gradient(inputs: ScoringInputs) -> dict[str, torch.Tensor]:
     "train_gradient"): one forward + backward over the N training examples in the model's dtype.
     """
     inputs.require("taylor-train", training_objective=inputs.train)
-
-    def compute() -> dict[str, torch.Tensor]:
-        theta = inputs.theta()
-        g = inputs.train.gradient({n: theta[n] for n in inputs.names})
-        return {n: g[n].detach().to("cpu", torch.float64) for n in inputs.names}
-
-    return inputs.cached("train_gradient", compute)
+    return objective_gradient(inputs, "train_gradient", inputs.train)
 
 
 @register_scorer
