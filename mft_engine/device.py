@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 import warnings
 from typing import Any, Iterator, Mapping
 
@@ -153,13 +154,16 @@ def device_record(device: torch.device) -> dict[str, Any]:
     return {"device": str(device), "name": "cpu", "total_memory_bytes": total}
 
 
-def _rss_peak() -> int | None:
-    try:
-        import resource
+def peak_rss_bytes() -> int:
+    """The process's resident-set high-water mark in bytes (getrusage ru_maxrss: KiB on Linux, bytes on macOS).
 
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    except (ImportError, OSError):
-        return None
+    It is per process and never goes down: it covers everything this process did before (data loading,
+    earlier runs in the same Python session), so compare methods each run in its own process.
+    """
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)
 
 
 class MemoryPeaks:
@@ -181,7 +185,7 @@ class MemoryPeaks:
             yield
         finally:
             self.bytes[name] = (int(torch.cuda.max_memory_allocated(self.device)) if self.device.type == "cuda"
-                                else _rss_peak())
+                                else peak_rss_bytes())
 
     def to_dict(self) -> dict[str, Any]:
         """{"measure": what the figures are, "bytes": {phase: peak bytes}}."""

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ResumeError
 from .state import GradientState
 
 #: the process-group backends when none is given: gloo for CPU tensors, NCCL for CUDA tensors
@@ -98,6 +100,24 @@ def shard(n_items: int, w: World) -> range:
     base, extra = divmod(n_items, w.size)
     start = w.rank * base + min(w.rank, extra)
     return range(start, start + base + (1 if w.rank < extra else 0))
+
+
+def rank_tag(w: World) -> str:
+    """The part of a per-rank file's name that says who wrote it: `rank<r>-of-<n>` (a resume must run
+    with the same n)."""
+    return f"rank{w.rank}-of-{w.size}"
+
+
+def check_resume_world(where: Path, files: Iterable[Path], w: World, what: str, single: bool = False) -> None:
+    """ResumeError (one line) unless the per-rank `files` (named with `rank_tag`) were written by as many
+    processes as run now; `single` counts a one-process file beside them. `what` is the verb of the message
+    ("collected", "measured")."""
+    sizes = {int(p.name.rsplit("-of-", 1)[1].split(".", 1)[0]) for p in files}
+    if single:
+        sizes.add(1)
+    if sizes and sizes != {w.size}:
+        raise ResumeError(f"--resume {where} was {what} by {' and '.join(map(str, sorted(sizes)))} process(es); "
+                          f"resume it with the same number (this run has {w.size})")
 
 
 def batch_seed(seed: int, index: int) -> int:

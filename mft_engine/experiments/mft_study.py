@@ -21,8 +21,8 @@ import torch
 from .. import ops
 from ..bench.bounds import read_bandwidth
 from ..collect import GradientState, collect_gradients
-from ..collect.distributed import (DROPOUT_SEEDING, World, broadcast, check_same_on_every_rank, init_from_env,
-                                   reduce_state, shard)
+from ..collect.distributed import (DROPOUT_SEEDING, World, broadcast, check_resume_world, check_same_on_every_rank,
+                                   init_from_env, rank_tag, reduce_state, shard)
 from ..collect.provenance import build_provenance, model_fingerprint, provenance_difference, split_sha256
 from ..collect.state import StateError
 from ..config import RunConfig
@@ -100,17 +100,12 @@ RANK_CHECKPOINTS = "collect_checkpoint.rank*-of-*.safetensors"
 def checkpoint_name(w: World) -> str:
     """The collection checkpoint this process writes: CHECKPOINT alone; under torchrun its own block's,
     `collect_checkpoint.rank<r>-of-<n>.safetensors` (a resume must use the same number of processes)."""
-    return CHECKPOINT if not w.distributed else f"collect_checkpoint.rank{w.rank}-of-{w.size}.safetensors"
+    return CHECKPOINT if not w.distributed else f"collect_checkpoint.{rank_tag(w)}.safetensors"
 
 
 def _check_resume_world(path: Path, w: World) -> None:
     """ResumeError unless the checkpoints in `path` were written by as many processes as run now."""
-    sizes = {int(p.name.rsplit("-of-", 1)[1].split(".", 1)[0]) for p in path.glob(RANK_CHECKPOINTS)}
-    if (path / CHECKPOINT).is_file():
-        sizes.add(1)
-    if sizes and sizes != {w.size}:
-        raise ResumeError(f"--resume {path} was collected by {' and '.join(map(str, sorted(sizes)))} process(es); "
-                          f"resume it with the same number (this run has {w.size})")
+    check_resume_world(path, path.glob(RANK_CHECKPOINTS), w, "collected", single=(path / CHECKPOINT).is_file())
 
 
 @contextlib.contextmanager

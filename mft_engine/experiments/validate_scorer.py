@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..collect.distributed import World, broadcast, check_same_on_every_rank, init_from_env
+from ..collect.distributed import (World, broadcast, check_resume_world, check_same_on_every_rank, init_from_env,
+                                   rank_tag)
 from ..config import help_field
 from ..errors import ConfigError, ResumeError
-from ..device import device_summary, resolve_device, warn_fp64
+from ..device import device_summary, model_device, warn_fp64
 from ..report import ResultsFolder, machine_info, versions
 from ..report.plots import pyplot
 from ..report.progress import Progress
@@ -184,10 +185,7 @@ def _check_resume(cfg: ValidateConfig, w: World) -> None:
     diff = sorted(k for k in set(old) | set(_identity(cfg)) if old.get(k) != _identity(cfg).get(k))
     if diff:
         raise ResumeError(f"--resume {path} was started with other settings ({', '.join('--' + k.replace('_', '-') for k in diff)} differ)")
-    sizes = {int(p.stem.rsplit("-of-", 1)[1]) for p in (path / TRUTH_DIR).glob("*_r*-of-*.npz")}
-    if sizes and sizes != {w.size}:
-        raise ResumeError(f"--resume {path} was measured by {' and '.join(map(str, sorted(sizes)))} process(es); "
-                          f"resume it with the same number (this run has {w.size})")
+    check_resume_world(path, (path / TRUTH_DIR).glob("*_rank*-of-*.npz"), w, "measured")
 
 
 def _measure_on_worker(cfg: ValidateConfig, progress: Progress, w: World) -> ValidateResult:
@@ -234,7 +232,7 @@ def validate_scorers(cfg: ValidateConfig, progress: Progress | None = None) -> V
         log.info("config: %s", cfg.to_dict())
         bench = prepare_bench(cfg, progress=progress, fits_dir=folder.path / "fits")
         if cfg.precision == "float64":
-            warn_fp64(resolve_device(cfg.device))
+            warn_fp64(model_device(bench.model))
         timings = dict(bench.timings)
         items = sample_eligible(bench.eligible, cfg.n_params, cfg.data.seed)
         sets = truth_sets(cfg, bench)
@@ -342,7 +340,7 @@ def validate_scorers(cfg: ValidateConfig, progress: Progress | None = None) -> V
         }
         fit_info = bench.inputs.peek("influence_fit_info")
         record = {"config": cfg.to_dict(), "versions": versions(), "machine": machine_info(),
-                  "device": device_summary(resolve_device(cfg.device)),
+                  "device": device_summary(model_device(bench.model)),
                   "model": {"source": bench.source, "n_eligible": bench.n_eligible(),
                             "excluded_patterns": list(cfg.exclude_patterns())},
                   "data": bench.data.record(), "base_loss": scoring.base_loss,
@@ -579,7 +577,7 @@ def measure_set(ts: TruthSet, model: torch.nn.Module, items: list[tuple[str, int
                 progress.advance(k - done[0])
                 done[0] = k
 
-            shard = truth_dir / f"{ts.name}_c{c}_r{w.rank}-of-{w.size}.npz" if truth_dir is not None else None
+            shard = truth_dir / f"{ts.name}_c{c}_{rank_tag(w)}.npz" if truth_dir is not None else None
             got = _read_shard(shard, mine) if shard is not None else None
             t = time.perf_counter()
             if got is None:

@@ -29,6 +29,7 @@ import torch
 from transformers import TrainerCallback
 
 from ..collect import Batch, collect_gradients
+from ..device import to_device
 from ..collect.distributed import broadcast, reduce_state, shard, world
 from ..selection_spec import SelectionSpec, round_lr_fp32
 from ..errors import ConfigError
@@ -38,7 +39,7 @@ from ..masking import Mask, detrimental_mask
 def _to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, Batch):
         return Batch([_to_device(p, device) for p in batch.parts], batch.denominator, batch.size)
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in dict(batch).items()}
+    return to_device(dict(batch), device)
 
 
 class MftCallback(TrainerCallback):

@@ -9,8 +9,6 @@ checkpoints/acc_<target>/ folders.
 from __future__ import annotations
 
 import logging
-import resource
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..device import MemoryPeaks, device_summary, resolve_device
+from ..device import MemoryPeaks, device_summary, peak_rss_bytes, resolve_device
 from ..errors import ConfigError
 from ..evaluate.validation import ValidationSets
 from ..models import load_model
@@ -56,16 +54,6 @@ class FinetuneResult:
     @property
     def trainable_params(self) -> int:
         return self.record["trainable_params"]
-
-
-def peak_rss_bytes() -> int:
-    """The process's resident-set high-water mark in bytes (getrusage ru_maxrss: KiB on Linux, bytes on macOS).
-
-    It is per process and never goes down: it covers everything this process did before (data loading,
-    earlier runs in the same Python session), so compare methods each run in its own process.
-    """
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss if sys.platform == "darwin" else rss * 1024)
 
 
 def task_metrics(metrics: dict, names: tuple[str, ...]) -> dict[str, float]:
