@@ -155,12 +155,10 @@ def run(model: str = "bert-base-random", fraction: float = 0.1, lr: float = 2e-5
     from ..report import machine_info
 
     dev = resolve_device(device)
-    m = random_bert(model)
-    named = eligible_parameters(m, EXCLUDE_PRESETS["original"])
-    gen = torch.Generator().manual_seed(0)
-    grads = [(torch.randn(p.shape, generator=gen) * 0.01).to(dev) for _, p in named]
-    m.to(dev)
+    m = random_bert(model).to(dev)
     thetas = [p.detach() for _, p in eligible_parameters(m, EXCLUDE_PRESETS["original"])]
+    gen = torch.Generator().manual_seed(0)
+    grads = [(torch.randn(t.shape, generator=gen) * 0.01).to(dev) for t in thetas]
     pristine = [t.clone() for t in thetas]
 
     def restore():
