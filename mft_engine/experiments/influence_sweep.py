@@ -153,7 +153,8 @@ class InfluenceConfig(ScoringConfig):
         return sorted(parse_int_list("--n-removed", self.n_removed))
 
     def checkpoint_list(self) -> list[tuple[str, str]]:
-        """(label, model path) per checkpoint: the reached targets of --checkpoints, or --model alone."""
+        """(label, model path) per checkpoint: the reached targets and saved steps of --checkpoints, or --model
+        alone."""
         if self.checkpoints is None:
             return [(Path(self.model).name or self.model, self.model)]
         p = Path(self.checkpoints).expanduser()
@@ -166,16 +167,12 @@ class InfluenceConfig(ScoringConfig):
             targets = rec["targets"]
         except (json.JSONDecodeError, KeyError, TypeError):
             raise ConfigError(f"--checkpoints {p} is not a checkpoints.json written by mft finetune --save-at") from None
-        out = []
-        for t in targets:
-            if t.get("reached") and t.get("path"):
-                path = Path(t["path"])
-                if not path.is_absolute():
-                    path = p.parent / path
-                out.append((f"acc_{t['target']:g}", str(path)))
-        if not out:
-            raise ConfigError(f"--checkpoints {p} lists no reached target")
-        return out
+        saved = [(f"acc_{t['target']:g}", t) for t in targets if t.get("reached") and t.get("path")]
+        saved += [(f"step_{t['step']}", t) for t in rec.get("steps", []) if t.get("saved") and t.get("path")]
+        if not saved:
+            raise ConfigError(f"--checkpoints {p} lists no reached target and no saved step")
+        return [(label, str(Path(t["path"]) if Path(t["path"]).is_absolute() else p.parent / t["path"]))
+                for label, t in saved]
 
 
 @dataclass

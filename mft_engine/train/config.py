@@ -31,6 +31,22 @@ def parse_targets(value: str | float | list[float] | tuple[float, ...] | None) -
     return parse_unit_list(value, "--save-at target", "accuracies", "0.6,0.75")
 
 
+def parse_steps(value: str | int | list[int] | tuple[int, ...] | None) -> list[int]:
+    """'86,87,88' (or an int or a list) → sorted unique optimizer steps, each ≥ 1. None or '' → [].
+    Raises ConfigError for a non-integer or a step below 1."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    try:
+        items = [int(v) for v in value.split(",") if v.strip()] if isinstance(value, str) else [int(v) for v in value]
+    except (TypeError, ValueError):
+        raise ConfigError(f"--save-steps {value!r} is not a comma-separated list of steps, e.g. 86,87,88") from None
+    for v in items:
+        check_int_range("--save-steps", v, 1, COUNT_MAX)
+    return sorted(set(items))
+
+
 def _default_lrs() -> str:
     """The registered methods' default learning rates in words, e.g. 'full/freeze 5e-05, lora 0.0005'."""
     by_lr: dict[float, list[str]] = {}
@@ -62,6 +78,12 @@ class FinetuneConfig(FlatConfig):
     eval_every: int = help_field("validate on the scoring half every n steps (for --save-at and early stopping)", 50)
     save_at: list[float] = help_field("save a checkpoint the first time scoring-half accuracy reaches each target "
                                       "(comma-separated, in (0, 1])", [])
+    save_steps: list[int] = help_field("also save a checkpoint after each of these optimizer steps, whatever its "
+                                       "accuracy (comma-separated; checkpoints/step_<n>), for a target the run "
+                                       "jumps over", [])
+    stop_when_saved: bool = help_field("stop training once every --save-at target is passed and every --save-steps "
+                                       "step saved (the schedule still spans the whole run, so the states up to "
+                                       "there are those of the whole run)", False)
     save_tolerance: float = help_field("a target first passed by more than this is listed as not reached", 0.02)
     dense_eval_until: float = help_field("validate every step while an unreached --save-at target is at or below "
                                          "this accuracy", 0.80)
@@ -76,6 +98,9 @@ class FinetuneConfig(FlatConfig):
         if self.lr is None:
             self.lr = method.default_lr
         self.save_at = parse_targets(self.save_at)
+        self.save_steps = parse_steps(self.save_steps)
+        if self.stop_when_saved and not (self.save_at or self.save_steps):
+            raise ConfigError("--stop-when-saved needs --save-at or --save-steps")
         _positive("lr", self.lr)
         for name, lo in (("batch_size", 1), ("eval_every", 1), ("max_steps", 0), ("epochs", 0), ("early_stopping_patience", 0)):
             check_int_range(f"--{name.replace('_', '-')}", getattr(self, name), lo, COUNT_MAX)

@@ -65,6 +65,7 @@ class TrainLog:
     lrs: list[float] = field(default_factory=list)
     validations: list[dict[str, Any]] = field(default_factory=list)
     stopped_early: bool = False
+    stopped_when_saved: bool = False
     best_step: int | None = None
     best_metric: float | None = None
     train_s: float = 0.0
@@ -72,7 +73,8 @@ class TrainLog:
     checkpoint_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("total_steps", "steps", "epochs_started", "stopped_early", "best_step",
+        return {k: getattr(self, k) for k in ("total_steps", "steps", "epochs_started", "stopped_early",
+                                              "stopped_when_saved", "best_step",
                                               "best_metric", "train_s", "validation_s", "checkpoint_s")}
 
 
@@ -98,8 +100,9 @@ def train_model(
     Each step: forward (bf16 autocast when config.precision == "bf16") on a length-bucketed batch of
     config.batch_size rows, the model's mean loss, backward, the method's own clipping, the global clip
     at config.max_grad_norm, an AdamW step, a scheduler step. Validation on the scoring half runs every
-    step while `targets.dense()`, every config.eval_every steps while targets remain or early stopping is
-    on, and never otherwise; `on_reached(records, step)` saves the checkpoints of targets reached.
+    step while `targets.dense()`, at each pending save step, every config.eval_every steps while targets
+    remain or early stopping is on, and never otherwise; `on_reached(records, step)` saves the checkpoints
+    of targets reached and steps saved; config.stop_when_saved ends the run when none remains pending.
     Early stopping (config.early_stopping_patience > 0) restores the trainable state of the best
     validation on `metric`. Memory: the model, its gradients and AdamW's two moments for the trainable
     parameters (plus one copy of them under early stopping). Raises NonFiniteError on a NaN/Inf loss.
@@ -151,7 +154,7 @@ def train_model(
 
             step = tlog.steps
             due = step % config.eval_every == 0 or step == total
-            want_targets = targets is not None and targets.pending and (targets.dense() or due)
+            want_targets = targets is not None and targets.pending and (targets.dense() or due or targets.saves_at(step))
             want_es = patience > 0 and due
             if want_targets or want_es:
                 t = time.perf_counter()
@@ -162,12 +165,15 @@ def train_model(
                 tlog.validations.append({"step": step, metric: value_m, "accuracy": scoring.get("accuracy")})
                 info["val"] = value_m
                 if want_targets:
-                    reached = targets.observe(step, float(scoring["accuracy"]))
+                    accuracy = scoring.get("accuracy")
+                    reached = targets.observe(step, None if accuracy is None else float(accuracy))
                     if reached and on_reached is not None:
                         t = time.perf_counter()
                         on_reached(reached, step)
                         model.train()
                         tlog.checkpoint_s += time.perf_counter() - t
+                    if getattr(config, "stop_when_saved", False) and not targets.pending:
+                        tlog.stopped_when_saved = True
                 if patience > 0 and due:
                     if tlog.best_metric is None or value_m > tlog.best_metric:
                         tlog.best_metric, tlog.best_step, bad_validations = value_m, step, 0
@@ -177,8 +183,11 @@ def train_model(
                         if bad_validations >= patience:
                             tlog.stopped_early = True
             progress.advance(1, **info)
-            if tlog.stopped_early:
+            if tlog.stopped_early or tlog.stopped_when_saved:
                 break
+        if tlog.stopped_when_saved:
+            log.info("every checkpoint saved: stopping at step %d of %d (--stop-when-saved)", tlog.steps, total)
+            break
         if tlog.stopped_early:
             log.info("early stopping at step %d (best %s %.4f at step %s)", tlog.steps, metric,
                      tlog.best_metric, tlog.best_step)

@@ -3,8 +3,8 @@
 The folder holds results.json (config, versions, machine, method, parameter counts, time, memory, stored
 size, metrics on the evaluation half, the scoring half and the whole validation split, per-step loss),
 summary.txt, training_loss.png, logs/run.log, stored/ (what the method stores, unless --no-save-model),
-for learned-mask the untrained controls under `baselines`, and, with --save-at, checkpoints.json and
-checkpoints/acc_<target>/ folders.
+for learned-mask the untrained controls under `baselines`, and, with --save-at / --save-steps,
+checkpoints.json and checkpoints/acc_<target>/ and checkpoints/step_<n>/ folders.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from ..evaluate.validation import ValidationSets
 from ..models import load_model
 from ..report import ResultsFolder, machine_info, plot_training_loss, versions
 from ..report.progress import Progress
-from .checkpoints import CheckpointTargets, TargetRecord, save_checkpoint, target_dirname
+from .checkpoints import CheckpointTargets, StepRecord, TargetRecord, save_checkpoint
 from .config import FinetuneConfig
 from .loop import train_model
 from .method import get_method
@@ -37,15 +37,15 @@ _BRIEF = ("accuracy", "precision", "recall", "f1", "mcc", "pearson", "spearman",
 class FinetuneResult:
     """A finished run: its folder, results.json as a dict, and the trained model (eval mode).
 
-    `metrics` are the task's metrics on the evaluation half; `checkpoints` the target records (paths are
-    absolute, inside `out_dir`).
+    `metrics` are the task's metrics on the evaluation half; `checkpoints` the target records, then the
+    --save-steps records (paths are absolute, inside `out_dir`).
     """
 
     out_dir: Path
     record: dict[str, Any]
     model: torch.nn.Module
     tokenizer: Any
-    checkpoints: list[TargetRecord] = field(default_factory=list)
+    checkpoints: list[TargetRecord | StepRecord] = field(default_factory=list)
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -118,19 +118,20 @@ def finetune(config: FinetuneConfig, progress: Progress | None = None,
         model = prepared.model
         trainable = method.trainable_params(model)
 
-        targets = CheckpointTargets(cfg.save_at, cfg.save_tolerance, cfg.dense_eval_until) if cfg.save_at else None
+        targets = (CheckpointTargets(cfg.save_at, cfg.save_tolerance, cfg.dense_eval_until, cfg.save_steps)
+                   if cfg.save_at or cfg.save_steps else None)
 
-        def save_reached(records: list[TargetRecord], step: int) -> None:
-            evaluation = vsets.metrics(model, "evaluation")["accuracy"]
+        def save_reached(records: list[TargetRecord | StepRecord], step: int) -> None:
+            evaluation = vsets.metrics(model, "evaluation").get("accuracy")
             merged = method.merged_model(model)
             for r in records:
-                r.evaluation_accuracy = float(evaluation)
-                r.path = f"checkpoints/{target_dirname(r.target)}"
+                r.evaluation_accuracy = None if evaluation is None else float(evaluation)
+                r.path = f"checkpoints/{r.folder}"
                 save_checkpoint(merged, lm.tokenizer, folder.path / r.path, {
-                    "target": r.target, "step": step, "scoring_accuracy": r.scoring_accuracy,
+                    **r.info(), "step": step, "scoring_accuracy": r.scoring_accuracy,
                     "evaluation_accuracy": r.evaluation_accuracy, "method": cfg.method, "base_model": lm.source,
                     "task": spec.name, "seed": cfg.data.seed})
-                log.info("target %.4g reached at step %d: scoring %.4f, evaluation %.4f -> %s", r.target, step,
+                log.info("%s saved at step %d: scoring accuracy %s, evaluation accuracy %s -> %s", r.folder, step,
                          r.scoring_accuracy, r.evaluation_accuracy, r.path)
 
         with peaks.phase("train"):
@@ -200,7 +201,7 @@ def finetune(config: FinetuneConfig, progress: Progress | None = None,
         folder.write_json("results.json", record)
         folder.write_text("summary.txt", summary_text(record))
         out = folder.commit()
-    records = targets.records if targets is not None else []
+    records = [*targets.records, *targets.step_records] if targets is not None else []
     for r in records:
         if r.path:
             r.path = str(out / r.path)
@@ -238,7 +239,8 @@ def summary_text(record: dict[str, Any]) -> str:
         f"machine {record['machine']['cpu']}  threads {record['machine']['torch_threads']}",
         f"samples {record['data']['samples_used']}  steps {record['training']['steps']}  batch {c['batch_size']}  "
         f"lr {c['lr']:g}  seed {c['seed']}"
-        + ("  (stopped early)" if record["training"]["stopped_early"] else ""),
+        + ("  (stopped early)" if record["training"]["stopped_early"] else "")
+        + ("  (stopped once every checkpoint was saved)" if record["training"].get("stopped_when_saved") else ""),
         *precision_lines(record),
         "",
         (f"trainable parameters {record['trainable_params']:,} of {record['total_params']:,} "
@@ -264,4 +266,11 @@ def summary_text(record: dict[str, Any]) -> str:
                              f"evaluation {r['evaluation_accuracy']:.4f}  {r['path']}")
             else:
                 lines.append(f"  {r['target']:<6g} not reached ({r['note']})")
+        for r in record["checkpoints"].get("steps", []):
+            if r["saved"]:
+                acc = "" if r["scoring_accuracy"] is None else (f"scoring {r['scoring_accuracy']:.4f}  evaluation "
+                                                                f"{r['evaluation_accuracy']:.4f}  ")
+                lines.append(f"  step {r['step']:<6} {acc}{r['path']}")
+            else:
+                lines.append(f"  step {r['step']:<6} not saved ({r['note']})")
     return "\n".join(lines) + "\n"

@@ -84,3 +84,49 @@ def test_lora_checkpoint_is_a_merged_plain_model(keyword_glue, tmp_path):
     kind, acc = _scoring_accuracy(result.out_dir / row["path"], keyword_glue, cfg.data.seed)
     assert kind == "BertForSequenceClassification" and acc == row["scoring_accuracy"]
     assert not list((result.out_dir / row["path"]).glob("adapter_*"))
+
+
+def test_save_steps_bookkeeping():
+    t = CheckpointTargets([0.9], tolerance=0.02, dense_until=0.8, steps=[5, 3])
+    assert t.pending and not t.dense() and t.saves_at(3) and not t.saves_at(4)
+    (r,) = t.observe(3, 0.55)                     # saved whatever the accuracy
+    assert (r.step, r.saved, r.scoring_accuracy, r.folder) == (3, True, 0.55, "step_3")
+    assert not t.saves_at(3) and t.observe(4, 0.6) == []
+    assert [x.folder for x in t.observe(5, 0.91)] == ["step_5", "acc_0.90"]
+    assert not t.pending
+    d = t.to_dict()
+    assert [s["step"] for s in d["steps"]] == [3, 5] and d["reached"] == [0.9]
+    unsaved = CheckpointTargets([], steps=[7]).to_dict()["steps"][0]
+    assert not unsaved["saved"] and "ended before" in unsaved["note"]
+
+
+@pytest.mark.parametrize("kwargs,match", [({"save_steps": "0"}, "--save-steps"), ({"save_steps": "3,x"}, "--save-steps"),
+                                          ({"stop_when_saved": True}, "--stop-when-saved")])
+def test_save_steps_bad_values(kwargs, match):
+    from mft_engine.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        FinetuneConfig.of(**kwargs)
+
+
+def test_save_steps_and_stop_when_saved(keyword_glue, tmp_path):
+    from mft_engine.experiments.influence_sweep import InfluenceConfig
+
+    cfg = FinetuneConfig.of(method="full", model="bert-tiny-random", data_dir=str(keyword_glue), max_steps=40,
+                            batch_size=16, lr=1e-3, save_steps="2,4", stop_when_saved=True, save_model=False,
+                            out=str(tmp_path / "results"))
+    result = finetune(cfg)
+    tr = result.record["training"]
+    assert tr["steps"] == 4 and tr["stopped_when_saved"] and tr["total_steps"] == 40
+    # the schedule still spans 40 steps: the learning rate at step 4 is that of the whole run's step 4
+    assert result.record["learning_rate"][:4] == pytest.approx([1e-3 * (i + 1) / 5 for i in range(4)])
+    saved = json.loads((result.out_dir / "checkpoints.json").read_text())
+    assert saved["targets"] == [] and [s["step"] for s in saved["steps"] if s["saved"]] == [2, 4]
+    row = saved["steps"][1]
+    folder = result.out_dir / row["path"]
+    assert json.loads((folder / "mft_checkpoint.json").read_text())["saved_at_step"] == 4
+    assert _scoring_accuracy(folder, keyword_glue, cfg.data.seed)[1] == row["scoring_accuracy"]
+    assert "step 4" in (result.out_dir / "summary.txt").read_text()
+    listed = InfluenceConfig.of(checkpoints=str(result.out_dir)).checkpoint_list()
+    assert listed == [("step_2", str(result.out_dir / "checkpoints/step_2")),
+                      ("step_4", str(result.out_dir / "checkpoints/step_4"))]
