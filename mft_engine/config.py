@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .data.config import SAMPLE_ORDERS, DataConfig  # noqa: F401
-from .device import check_device_spec, device_field
+from .device import check_device_spec, device_field, dist_backend_field
 from .errors import ConfigError
 
 # The field helpers and the selection's vocabulary are defined once (fields, selection_spec); re-exported.
@@ -57,8 +57,7 @@ class RunConfig(FlatConfig):
     out: str = help_field("parent folder of the results folder", "results")
     state: str | None = help_field("reuse this gradient_state.safetensors instead of collecting", None)
     control: bool = help_field("also evaluate a random control mask of the same size", True)
-    dist_backend: str | None = help_field("torch.distributed backend under torchrun / accelerate (default "
-                                          "cpu:gloo,cuda:nccl; gloo lets two ranks share one GPU)", None)
+    dist_backend: str | None = dist_backend_field()
 
     def __post_init__(self) -> None:
         if self.data.samples is None:

@@ -31,6 +31,17 @@ def device_field(default: str = "auto"):
                       "device: the [xla] extra)", default)
 
 
+#: torch.distributed's backends when none is given: gloo for CPU tensors, NCCL for CUDA tensors
+DIST_BACKEND_DEFAULT = "cpu:gloo,cuda:nccl"
+
+
+def dist_backend_field():
+    """The `dist_backend` field of a pipeline config that runs under torchrun / accelerate (flag
+    --dist-backend): None means DIST_BACKEND_DEFAULT."""
+    return help_field(f"torch.distributed backend under torchrun / accelerate (default {DIST_BACKEND_DEFAULT}; "
+                      "gloo lets two ranks share one GPU)", None)
+
+
 def check_device_spec(spec: str) -> None:
     """ConfigError (one line naming the value) unless `spec` is auto, cpu, cuda, cuda:N or xla. Syntax only:
     whether this machine has the device is `resolve_device`'s question, asked when the run starts."""

@@ -21,11 +21,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ..device import DIST_BACKEND_DEFAULT
 from ..errors import ConfigError, ResumeError
 from .state import GradientState
 
-#: the process-group backends when none is given: gloo for CPU tensors, NCCL for CUDA tensors
-DEFAULT_BACKEND = "cpu:gloo,cuda:nccl"
 #: the seeding scheme's name, recorded in a state's provenance (states seeded otherwise are refused)
 DROPOUT_SEEDING = "per-batch:v1"
 
@@ -84,7 +83,7 @@ def init_from_env(backend: str | None = None, timeout_s: float | None = None) ->
     if missing:
         raise ConfigError(f"WORLD_SIZE={w.size} but {', '.join(missing)} is not set: launch with torchrun "
                           "(--standalone, or --rdzv-endpoint HOST:PORT on several machines)")
-    kwargs: dict[str, Any] = {"backend": backend or DEFAULT_BACKEND}
+    kwargs: dict[str, Any] = {"backend": backend or DIST_BACKEND_DEFAULT}
     if timeout_s is not None:
         kwargs["timeout"] = datetime.timedelta(seconds=timeout_s)
     dist.init_process_group(**kwargs)
@@ -141,12 +140,7 @@ def reduce_state(state: GradientState, w: World | None = None) -> GradientState:
         return state
 
     def gathered_sum(t: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
-        parts = [torch.empty_like(t) for _ in range(w.size)]
-        dist.all_gather(parts, t.contiguous())
-        total = torch.zeros(t.shape, dtype=torch.float64, device=t.device)
-        for p in parts:  # rank order: the same association on every rank and every run
-            total += p.double()
-        return total.to(out_dtype)
+        return sum_in_rank_order(t, w).to(out_dtype)
 
     def summed_counts(t: torch.Tensor) -> torch.Tensor:
         t = t.clone()
@@ -168,6 +162,21 @@ def reduce_state(state: GradientState, w: World | None = None) -> GradientState:
     out.batch_losses = [x for _, losses, _ in lists for x in losses]
     out.batch_sizes = [x for _, _, sizes in lists for x in sizes]
     return out
+
+
+def sum_in_rank_order(t: torch.Tensor, w: World | None = None) -> torch.Tensor:
+    """Σ over ranks of every rank's `t` (same shape everywhere), in float64, added in rank order: the same
+    bits on every rank and in every run, whatever the timing (an all_reduce's association is the
+    backend's). Alone, `t` in float64. Cost: one all_gather (world size × t's bytes in flight and held)."""
+    w = w or world()
+    if not w.distributed:
+        return t.double()
+    parts = [torch.empty_like(t) for _ in range(w.size)]
+    dist.all_gather(parts, t.contiguous())
+    total = torch.zeros(t.shape, dtype=torch.float64, device=t.device)
+    for p in parts:  # rank order: the same association on every rank and every run
+        total += p.double()
+    return total
 
 
 def broadcast(obj: Any, w: World | None = None, src: int = 0) -> Any:

@@ -29,7 +29,7 @@ from ..models import load_model
 from ..report.progress import Progress
 from ..scoring import ScoringInputs
 from ..scoring.curvature.fit import SOLVERS
-from ..device import check_device_spec, device_field, resolve_device
+from ..device import check_device_spec, device_field, dist_backend_field, resolve_device
 from ..scoring.objective import Objective
 from ..scoring.scorers.influence import SOLVER_PRECISIONS, InfluenceOptions
 from ..scoring.scorers.obs import ObsOptions
@@ -68,6 +68,7 @@ class ScoringConfig(FlatConfig):
                                        "float32")
     obs_samples: int = help_field("per-example gradients m for OBS's block Fisher (>= 50)", 64)
     device: str = device_field()
+    dist_backend: str | None = dist_backend_field()
     out: str = help_field("parent folder of the results folder", "results")
 
     def __post_init__(self) -> None:

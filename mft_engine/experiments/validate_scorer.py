@@ -97,8 +97,6 @@ class ValidateConfig(ScoringConfig):
     resume: str | None = help_field("continue an interrupted run's .validate_<time>.partial folder: the ground-truth "
                                     "shards it finished are read back, not measured again (same settings and number "
                                     "of processes)", None)
-    dist_backend: str | None = help_field("torch.distributed backend under torchrun / accelerate (default "
-                                          "cpu:gloo,cuda:nccl)", None)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from ..collect.distributed import World, shard, sum_in_rank_order
 from ..device import model_device, to_device
 
 Params = dict[str, torch.Tensor]
@@ -43,11 +44,18 @@ class Objective:
     every parameter of the model), in the model's `named_parameters()` order. The model is put in eval
     mode by the caller (see `eval_objective`); its dtype is the computation dtype (float64 for ground
     truth, float32 for HVPs unless told otherwise).
+
+    `world` (a collect.distributed.World of an initialised process group) shards the curvature work
+    across processes: every rank holds all `batches`; the products (hvp, gnvp, batched_*), the Gauss-Newton
+    diagonal and the Woodbury factors run over this rank's part (`local_batches`, `local_examples`) and
+    are summed over the ranks in rank order (`all_sum`), so every rank gets the same result. `loss` and
+    `gradient` always run over every batch (ground truth and autograd call them).
     """
 
     model: torch.nn.Module
     batches: list[dict[str, torch.Tensor]]
     names: list[str] = field(default_factory=list)
+    world: World | None = None
 
     def __post_init__(self) -> None:
         if not self.names:
@@ -60,6 +68,37 @@ class Objective:
         device = model_device(self.model)
         if any(isinstance(v, torch.Tensor) and v.device != device for b in self.batches for v in b.values()):
             self.batches = [to_device(b, device) for b in self.batches]  # once, not per product
+
+    @property
+    def sharded(self) -> bool:
+        """Whether the curvature work is split across several processes."""
+        return self.world is not None and self.world.distributed
+
+    def local_batches(self) -> list[dict[str, torch.Tensor]]:
+        """This rank's contiguous block of the batches (all of them alone). ConfigError when there are
+        fewer batches than processes."""
+        if not self.sharded:
+            return self.batches
+        return [self.batches[i] for i in shard(len(self.batches), self.world)]
+
+    def restricted(self, names: list[str]) -> Objective:
+        """The same objective (batches, world) over the parameters `names` only."""
+        return Objective(self.model, self.batches, list(names), self.world)
+
+    def all_sum(self, params: Params) -> Params:
+        """Σ over the ranks of each rank's partial `params` (one all_gather of them flattened, added in
+        rank order in float64, cast back): identical on every rank. Alone: `params` unchanged."""
+        if not self.sharded or not params:
+            return params
+        names = list(params)
+        flat = torch.cat([params[n].reshape(-1) for n in names])
+        total = sum_in_rank_order(flat, self.world)
+        out, start = {}, 0
+        for n in names:
+            t = params[n]
+            out[n] = total[start:start + t.numel()].view(t.shape).to(t.dtype)
+            start += t.numel()
+        return out
 
     def params(self) -> Params:
         """The current values of the chosen parameters, detached (views of the model's storage)."""

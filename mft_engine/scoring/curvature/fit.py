@@ -118,7 +118,7 @@ def fit_inverse(name: str, objective: Objective, rhs: Params, *, damping: float 
     `mean_diagonal` / `diagonal`: the mean of diag(G) or diag(G) itself (gauss_newton_diagonal) when the
     caller has it already (a damping sweep fits the same G several times), else computed here. `progress(step, relative residual)` runs after each solver step.
     With `fits_dir`, writes fits_dir/name/{solution.safetensors, fit.json} atomically (replacing an older
-    fit of that name).
+    fit of that name); a sharded objective (several processes) solves together and rank 0 writes.
 
     Cost: one gauss_newton_diagonal (none when `mean_diagonal` is given), the solver's products (one curvature product ≈ 5 forward passes over
     the Objective's batches each), one more product for `true_residual`. Memory: about six vectors of
@@ -140,6 +140,9 @@ def fit_inverse(name: str, objective: Objective, rhs: Params, *, damping: float 
     b = flatten(_check_rhs(objective, rhs, params), objective.names)
     start = time.perf_counter()
 
+    if solver == "lissa" and objective.sharded:
+        raise ConfigError("LiSSA's steps each use one batch in turn, which several processes cannot share: "
+                          "run the lissa solver as one process, or use cg / pcg / woodbury")
     if solver in ("pcg", "woodbury") and curvature != "gn":
         raise ConfigError(f"solver {solver!r} works on the Gauss-Newton matrix's structure; use curvature 'gn'")
     if diagonal is None and (mean_diagonal is None or solver == "pcg"):
@@ -186,7 +189,7 @@ def fit_inverse(name: str, objective: Objective, rhs: Params, *, damping: float 
         blocks, offset = [], 0
         for n in objective.names:
             size = params[n].numel()
-            sub = Objective(objective.model, objective.batches, [n])
+            sub = objective.restricted([n])
             blocks.append(Block(n, product(sub), b[offset:offset + size]))
             offset += size
         count = [0]
@@ -211,7 +214,9 @@ def fit_inverse(name: str, objective: Objective, rhs: Params, *, damping: float 
         names=list(objective.names), n_train=objective.n, true_residual=true_residual,
         damping_factor=damping / mean if mean > 0 else None, options=options)
     if fits_dir is not None:
-        fit.path = _save(fit, Path(fits_dir))
+        # every rank of a sharded objective holds the same solution: rank 0 alone writes it
+        main = not objective.sharded or objective.world.is_main
+        fit.path = _save(fit, Path(fits_dir)) if main else fit_path(fits_dir, name)
     return fit
 
 

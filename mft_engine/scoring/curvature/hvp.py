@@ -143,7 +143,7 @@ def hvp(objective: Objective, v: Params, params: Params | None = None, mode: str
     params, frozen = split_params(objective, params)
     v = _check_vector(objective, v, params)
     out = zeros_like(params)
-    for b in objective.batches:
+    for b in objective.local_batches():
         f = _loss_fn(objective, frozen, b)
         if mode == "forward":
             _, hv = jvp(grad(f), (params,), (v,))
@@ -158,7 +158,7 @@ def hvp(objective: Objective, v: Params, params: Params | None = None, mode: str
         for n, h in hv.items():
             if h is not None:
                 out[n] += h
-    return out
+    return objective.all_sum(out)
 
 
 def batched_hvp(objective: Objective, vs: list[Params], params: Params | None = None,
@@ -196,14 +196,14 @@ def gnvp(objective: Objective, v: Params, params: Params | None = None) -> Param
     params, frozen = split_params(objective, params)
     v = _check_vector(objective, v, params)
     out: Params | None = None
-    for b in objective.batches:
+    for b in objective.local_batches():
         zf = _logits_fn(objective, frozen, b)
         z, jv = jvp(zf, (params,), (v,))
         u = _softmax_hessian_product(z, jv) / objective.n
         _, pullback = vjp(zf, params)
         (g,) = pullback(u)
         out = _accumulate(out, g)
-    return out if out is not None else zeros_like(params)
+    return objective.all_sum(out if out is not None else zeros_like(params))
 
 
 def _accumulate(out: Params | None, part: Params) -> Params:
@@ -318,6 +318,7 @@ def _gnvp_factors(objective: Objective, vs: list[Params], params: Params | None)
     if out is None:
         out = torch.zeros_like(stacked)
     out /= objective.n
+    out = objective.all_sum({"rows": out})["rows"]
     like = {n: params[n] for n in names}
     return [unflatten(out[i], like) for i in range(len(vs))]
 
@@ -339,10 +340,9 @@ def _batched(objective: Objective, vs: list[Params], params: Params | None, chun
     vs = [_check_vector(objective, v, params) for v in vs]
     stacked = {n: torch.stack([v[n] for v in vs]) for n in objective.names}
     out: Params | None = None
-    for b in objective.batches:
+    for b in objective.local_batches():
         out = _accumulate(out, per_batch(objective, frozen, params, b, stacked, chunk_size))
-    if out is None:
-        out = zeros_like(stacked)
+    out = objective.all_sum(out if out is not None else zeros_like(stacked))
     return [{n: out[n][i] for n in objective.names} for i in range(len(vs))]
 
 
@@ -375,7 +375,8 @@ def example_factors(objective: Objective, params: Params, frozen: Params,
                     ) -> Iterator[tuple[torch.Tensor | None, ...]]:
     """The factors a_e,c = J_eᵀ q_e,c of G = (1/n) Σ_e,c a_e,c a_e,cᵀ, one at a time, as tuples aligned with
     `params` (None where a parameter does not reach the logits); over `examples` (batches of one from
-    `single_examples`) when given, else over every example of the objective.
+    `single_examples`) when given, else over every example of the objective's `local_batches()` (all of
+    them unless the objective is sharded).
 
     H_z,e = diag(p_e) − p_e p_eᵀ = Σ_c q_e,c q_e,cᵀ with q_e,c = √p_e,c (e_c − p_e); for two classes
     H_z,e = u_e u_eᵀ, u_e = √(p_0 p_1)·(1, −1), so one factor (one backward) per example; for C > 2, C
@@ -384,7 +385,7 @@ def example_factors(objective: Objective, params: Params, frozen: Params,
     """
     names = list(params)
     if examples is None:
-        examples = [e for b in objective.batches for e in single_examples(b)]
+        examples = [e for b in objective.local_batches() for e in single_examples(b)]
     for example in examples:
         leaf = {n: p.detach().requires_grad_(True) for n, p in params.items()}  # views: no copy
         z = objective.logits({**frozen, **leaf}, example)[0]                  # [C]
@@ -422,7 +423,7 @@ def gauss_newton_diagonal(objective: Objective, params: Params | None = None) ->
                 out[n].addcmul_(g, g)
     for n in out:
         out[n] /= objective.n
-    return out
+    return objective.all_sum(out)
 
 
 def mean_diagonal(objective: Objective, params: Params | None = None, diagonal: Params | None = None) -> float:

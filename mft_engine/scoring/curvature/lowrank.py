@@ -22,6 +22,13 @@ itself differs from the float64 one by 6e-7 in relative norm and gives the same 
 99.998% of the parameters. For the scores the solution's own error is what counts; the residual
 measures G times it. Run the Objective in float64 where the residual itself must be small. Nothing is stored beyond two chunks of factors, so the factors are recomputed: chunks of c
 rows cost ⌈M/c⌉(⌈M/c⌉ + 1)/2 chunk recomputations for K, one pass for Fᵀα.
+
+Several processes (an Objective with a `world`): K's block rows are shared out by cost, each rank
+writes its blocks and the ranks' K and Fb are all-reduced (every entry is written by one rank, so the
+sum is exact: K and Fb have the bits a single process computes from the same chunks). When every factor
+fits in memory at once (one chunk alone), each rank computes its contiguous share of the examples'
+factors, the ranks exchange them, and each computes K's rows of its own factors. Every rank then
+decomposes the same K; Fᵀα is summed from each rank's share of the examples in rank order (float64).
 """
 from __future__ import annotations
 
@@ -32,6 +39,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+import torch.distributed as dist
+
+from ...collect.distributed import World, shard, sum_in_rank_order
 from ...errors import ConfigError
 from ..objective import Objective
 from .hvp import example_factors, flatten, single_examples, split_params
@@ -79,6 +89,8 @@ class LowRankGN:
         alphas = torch.stack([self.alpha(float(d)) for d in dampings])  # [D, M]
         acc = torch.zeros(len(dampings), self.b.numel(), dtype=torch.float64)
         _stream(self.objective, self.chunk_examples, lambda rows, lo: _accumulate(acc, rows, alphas, lo), progress)
+        if self.objective.sharded:
+            acc = sum_in_rank_order(acc, self.objective.world)
         return {float(d): (self.b - acc[i]) / float(d) for i, d in enumerate(dampings)}
 
 
@@ -106,22 +118,49 @@ def _rows(objective: Objective, params: Params, frozen: Params, examples: list) 
     return torch.stack(rows) if rows else torch.zeros(0, sum(p.numel() for p in params.values()))
 
 
+def _examples(objective: Objective) -> list:
+    return [e for b in objective.batches for e in single_examples(b)]
+
+
 def _chunks(objective: Objective, chunk_examples: int) -> list[list]:
-    examples = [e for b in objective.batches for e in single_examples(b)]
+    examples = _examples(objective)
     return [examples[i:i + chunk_examples] for i in range(0, len(examples), chunk_examples)]
+
+
+def _local_examples(objective: Objective) -> tuple[list, int]:
+    """(this rank's contiguous share of the examples, the index of its first): all of them alone."""
+    examples = _examples(objective)
+    if not objective.sharded:
+        return examples, 0
+    mine = shard(len(examples), objective.world)
+    return examples[mine.start:mine.stop], mine.start
 
 
 @torch.enable_grad()
 def _stream(objective: Objective, chunk_examples: int, fn: Callable[[torch.Tensor, int], None],
             progress: Callable[[int], None] | None) -> None:
+    """fn(rows, first row's index in F) for this rank's examples' factors, chunk_examples at a time."""
     params, frozen = split_params(objective, None)
-    lo = 0
-    for chunk in _chunks(objective, chunk_examples):
+    examples, first = _local_examples(objective)
+    lo = first * factors_per_example(objective)
+    for i in range(0, len(examples), chunk_examples):
+        chunk = examples[i:i + chunk_examples]
         rows = _rows(objective, params, frozen, chunk)
         fn(rows, lo)
         lo += rows.shape[0]
         if progress is not None:
             progress(len(chunk))
+
+
+def share_rows(costs: list[int], size: int) -> list[list[int]]:
+    """Rows (by index) per rank, `costs[i]` the work of row i: longest first, each to the least-loaded
+    rank (ties to the lower rank), so every rank computes the same split."""
+    loads, out = [0] * size, [[] for _ in range(size)]
+    for i in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
+        r = min(range(size), key=lambda r: (loads[r], r))
+        loads[r] += costs[i]
+        out[r].append(i)
+    return [sorted(rows) for rows in out]
 
 
 def factors_per_example(objective: Objective) -> int:
@@ -143,7 +182,8 @@ def gauss_newton_lowrank(objective: Objective, b: Params, *, memory_bytes: float
                          progress: Callable[[int], None] | None = None) -> LowRankGN:
     """Build the Woodbury form of G (the objective's Gauss-Newton matrix) for right-hand side `b`.
 
-    `b` is keyed by objective.names. `memory_bytes` bounds the two factor chunks held at once.
+    `b` is keyed by objective.names. `memory_bytes` bounds the two factor chunks held at once (the
+    gathered factors over several processes: each rank's share plus all of them).
     `progress(examples)` runs after each chunk of factors. Cost: ⌈n/c⌉(⌈n/c⌉+1)/2 chunks of c examples'
     backward passes (c from memory_bytes; one chunk pass when everything fits), M²·P flops for K in fp32
     GEMMs, one M × M eigendecomposition. Memory: two chunks of factors, K, and b in float64.
@@ -155,6 +195,8 @@ def gauss_newton_lowrank(objective: Objective, b: Params, *, memory_bytes: float
         raise ConfigError(f"the right-hand side lacks {missing[:3]}")
     bvec = flatten({n: b[n].detach() for n in objective.names}, objective.names).double()
     c = chunk_examples_for(objective, memory_bytes)
+    if objective.sharded and c >= objective.n:
+        return _lowrank_gathered(objective, params, frozen, bvec, c, start, progress)
     chunks = _chunks(objective, c)
     per = factors_per_example(objective)
     # Chunk i's factors are rows [offsets[i], offsets[i + 1]) of F: K's blocks are written in place.
@@ -166,6 +208,9 @@ def gauss_newton_lowrank(objective: Objective, b: Params, *, memory_bytes: float
     fb = torch.zeros(m, dtype=torch.float64)
     passes = 0
     t_factor = t_gemm = 0.0
+    w = objective.world if objective.sharded else World()
+    # A rank's block rows (row i re-computes chunks i+1 … : cost len(chunks) − i); alone, every row.
+    mine = share_rows([len(chunks) - i for i in range(len(chunks))], w.size)[w.rank]
 
     def rows_of(j: int) -> torch.Tensor:
         nonlocal passes, t_factor
@@ -177,7 +222,7 @@ def gauss_newton_lowrank(objective: Objective, b: Params, *, memory_bytes: float
             progress(len(chunks[j]))
         return rows
 
-    for i in range(len(chunks)):
+    for i in mine:
         a = rows_of(i)
         ri = slice(offsets[i], offsets[i + 1])
         t = time.perf_counter()
@@ -194,11 +239,68 @@ def gauss_newton_lowrank(objective: Objective, b: Params, *, memory_bytes: float
             t_gemm += time.perf_counter() - t
         del a
     t = time.perf_counter()
+    if w.distributed:  # each entry written by one rank: the sum is exact
+        dist.all_reduce(K)
+        dist.all_reduce(fb)
+    t_comm = time.perf_counter() - t
+    return _decomposed(objective, bvec, fb, K, c, passes, start,
+                       {"factors_s": t_factor, "gemm_s": t_gemm, "communication_s": t_comm})
+
+
+def _decomposed(objective: Objective, bvec: torch.Tensor, fb: torch.Tensor, K: torch.Tensor, c: int, passes: int,
+                start: float, timings: dict[str, float]) -> LowRankGN:
+    t = time.perf_counter()
     evals, evecs = torch.linalg.eigh(K)
-    t_eig = time.perf_counter() - t
-    return LowRankGN(objective=objective, b=bvec, fb=fb, eigenvalues=evals, eigenvectors=evecs, n=objective.n, m=m,
-                     chunk_examples=c, factor_passes=passes, seconds=time.perf_counter() - start,
-                     timings={"factors_s": t_factor, "gemm_s": t_gemm, "eigh_s": t_eig})
+    timings["eigh_s"] = time.perf_counter() - t
+    return LowRankGN(objective=objective, b=bvec, fb=fb, eigenvalues=evals, eigenvectors=evecs, n=objective.n,
+                     m=K.shape[0], chunk_examples=c, factor_passes=passes, seconds=time.perf_counter() - start,
+                     timings=timings)
+
+
+def _lowrank_gathered(objective: Objective, params: Params, frozen: Params, bvec: torch.Tensor, c: int,
+                      start: float, progress: Callable[[int], None] | None) -> LowRankGN:
+    """K and Fb when every factor fits at once, over several processes: each rank computes its share of
+    the factors, all ranks gather every share, each rank fills K's rows of its own factors against all
+    of them; K (symmetrised: (K + Kᵀ)/2, the two halves come from different ranks' products) and Fb are
+    then all-reduced. Cost per rank: n/world examples' factors, (n/world)·n·P flops, and world × its
+    share of F received."""
+    w = objective.world
+    per = factors_per_example(objective)
+    t = time.perf_counter()
+    examples, first = _local_examples(objective)
+    own = _rows(objective, params, frozen, examples)
+    t_factor = time.perf_counter() - t
+    if progress is not None:
+        progress(len(examples))
+    counts = [len(shard(objective.n, World(r, w.size))) * per for r in range(w.size)]
+    t = time.perf_counter()
+    padded = torch.zeros(max(counts), own.shape[1], dtype=own.dtype)
+    padded[:own.shape[0]] = own
+    parts = [torch.empty_like(padded) for _ in range(w.size)]
+    dist.all_gather(parts, padded)
+    del padded
+    t_comm = time.perf_counter() - t
+    m = sum(counts)
+    K = torch.zeros(m, m, dtype=torch.float64)
+    fb = torch.zeros(m, dtype=torch.float64)
+    lo = first * per
+    t = time.perf_counter()
+    mine = slice(lo, lo + own.shape[0])
+    fb[mine] = sum(own[:, s:s + COLUMN_BLOCK].double() @ bvec[s:s + COLUMN_BLOCK]
+                   for s in range(0, own.shape[1], COLUMN_BLOCK))
+    col = 0
+    for r, part in enumerate(parts):
+        K[mine, col:col + counts[r]] = _gram(own, part[:counts[r]])
+        col += counts[r]
+    del parts
+    t_gemm = time.perf_counter() - t
+    t = time.perf_counter()
+    dist.all_reduce(K)
+    dist.all_reduce(fb)
+    K = (K + K.T) / 2
+    t_comm += time.perf_counter() - t
+    return _decomposed(objective, bvec, fb, K, c, 1, start,
+                       {"factors_s": t_factor, "gemm_s": t_gemm, "communication_s": t_comm})
 
 
 def lowrank_solve(objective: Objective, b: Params, dampings: Sequence[float], *, memory_bytes: float = 4e9,

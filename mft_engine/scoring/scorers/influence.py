@@ -85,7 +85,7 @@ def float64_objectives(inputs: ScoringInputs) -> tuple[Objective, Objective, dic
     def build() -> tuple[Objective, Objective, dict[str, torch.Tensor]]:
         model = copy.deepcopy(inputs.model).to(torch.float64).eval()
         model.requires_grad_(False)
-        train = Objective(model, inputs.train.batches, list(inputs.names))
+        train = Objective(model, inputs.train.batches, list(inputs.names), inputs.train.world)
         score = Objective(model, inputs.score.batches, list(inputs.names))
         return train, score, {n: g.detach() for n, g in score.gradient().items()}
 

@@ -5,7 +5,6 @@ import torch
 
 from ..base import Scorer, as_scores, register_scorer
 from ..inputs import ScoringInputs
-from ..objective import Objective
 from .stats import second_order_scores
 
 
@@ -25,7 +24,7 @@ def score_gauss_newton_diagonal(inputs: ScoringInputs) -> dict[str, torch.Tensor
         objective = inputs.score
         if list(objective.names) != list(inputs.names):
             # The same loss over exactly the eligible parameters, so no diagonal is spent on others.
-            objective = Objective(objective.model, objective.batches, list(inputs.names))
+            objective = objective.restricted(list(inputs.names))
         diag = gauss_newton_diagonal(objective)
         return {n: as_scores(diag[n]) for n in inputs.names}
 
