@@ -18,12 +18,12 @@ from typing import Any
 
 import torch
 
+from ..collect.distributed import init_from_env
+from ..device import resolve_device
 from ..report.progress import Progress
 from ..scoring.curvature.fit import SOLVERS
 from ..scoring.curvature.hvp import flatten, gauss_newton_diagonal, gnvp, unflatten
 from ..scoring.curvature.lowrank import gauss_newton_lowrank
-from ..collect.distributed import refuse_launcher
-from ..device import resolve_device
 from ..scoring.curvature.solvers import conjugate_gradient
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -33,8 +33,14 @@ CG_SOLVERS = tuple(s for s in SOLVERS if s in ("cg", "pcg", "woodbury"))
 def run(model: str, task: str = "sst2", data_dir: str | None = None, samples: int = 1000,
         solvers: tuple[str, ...] = ("cg", "pcg"), damping_factors: tuple[float, ...] = (1e-3,),
         tol: float = 0.05, budget_s: float = 600.0, exclude: str = "influence", seed: int = 42,
-        dtype: str = "float32", progress: Progress | None = None, device: str = "auto") -> dict[str, Any]:
-    """Run each (damping factor, solver) solve with the budget; return the JSON object of `mft bench cg`.
+        dtype: str = "float32", progress: Progress | None = None, device: str = "auto",
+        dist_backend: str | None = None) -> dict[str, Any] | None:
+    """Run each (damping factor, solver) solve with the budget; return the JSON object of `mft bench cg`
+    (None on a torchrun rank other than 0).
+
+    Under torchrun / accelerate with N processes every product, the diagonal and the Woodbury factors are
+    shared by the ranks (summed in rank order) and each rank has all of the solve; the record's
+    `processes` says how many. The budget is wall time, so a sharded run goes further in it.
 
     `dtype`: the arithmetic of the model, the products and the solve. At λ = 1e-3 × mean diag G the
     condition number of G + λI on minilm exceeds 10⁷ (max diag G / λ alone), so float32 products carry
@@ -50,11 +56,11 @@ def run(model: str, task: str = "sst2", data_dir: str | None = None, samples: in
     from ..masking import check_exclude_patterns, eligible_parameters
     from ..report import machine_info
 
-    refuse_launcher("mft bench cg")
+    w = init_from_env(dist_backend)
     progress = progress or Progress()
     cfg = ScoringConfig.of(model=model, task=task, data_dir=data_dir, samples=samples, exclude=exclude, seed=seed,
                            device=device)
-    dev = resolve_device(cfg.device)
+    dev = resolve_device(cfg.device, w.local_rank if w.distributed else None)
     splits = cfg.data.load_splits()  # read once: the head size, then the tokenized rows
     lm = load_checkpoint(cfg, model, splits.num_labels)
     net = lm.model.to(dev, DTYPES[dtype]).eval()
@@ -62,6 +68,8 @@ def run(model: str, task: str = "sst2", data_dir: str | None = None, samples: in
     check_exclude_patterns(list(net.named_parameters()), cfg.exclude)
     names = [n for n, _ in eligible_parameters(list(net.named_parameters()), cfg.exclude_patterns())]
     train, score = data.objectives(net, names)
+    if w.distributed:
+        train.world = w
     like = train.params()
 
     with torch.enable_grad():
@@ -118,7 +126,9 @@ def run(model: str, task: str = "sst2", data_dir: str | None = None, samples: in
                          "true_residual": float(r.double().norm() / b.double().norm()),
                          "residuals": result.residuals})
     products.sort()
-    return {"model": model, "task": task, "samples": train.n, "dtype": dtype, "exclude": exclude, "parameters": int(b.numel()),
+    if not w.is_main:
+        return None
+    return {"model": model, "processes": w.size, "task": task, "samples": train.n, "dtype": dtype, "exclude": exclude, "parameters": int(b.numel()),
             "tensors": len(names), "tol": tol, "budget_s": budget_s, "mean_diagonal": mean,
             "diagonal_min": float(diag.min()), "diagonal_max": float(diag.max()),
             "diagonal_s": diagonal_s, "gradient_s": gradient_s,

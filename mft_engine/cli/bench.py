@@ -23,6 +23,10 @@ def _device_help() -> str:
     return field_help(RunConfig, "device")
 
 
+def _dist_backend_help() -> str:
+    return field_help(RunConfig, "dist_backend")
+
+
 def _print_bench(data: dict, json_out: bool) -> None:
     if json_out:
         print(json.dumps(data))
@@ -115,6 +119,7 @@ def bench_cg(
     json_out: bool = typer.Option(False, "--json", help="one JSON object on stdout"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
     device: str = typer.Option("auto", help=_device_help()),
+    dist_backend: Optional[str] = typer.Option(None, help=_dist_backend_help()),
 ) -> None:
     """CG on the influence system (G + λI) s = ∇L_score over all eligible parameters: the residual reached
     in a time budget, per solver and damping."""
@@ -131,5 +136,7 @@ def bench_cg(
         raise ConfigError(f"--samples {samples} must be >= 1, --tol {tol} in (0, 1), --budget-s {budget_s} > 0")
     with command_progress(quiet or json_out) as progress:
         data = bcg.run(model, task, data_dir, samples, tuple(names), tuple(factors), tol, budget_s, dtype=dtype,
-                       progress=progress, device=device)
+                       progress=progress, device=device, dist_backend=dist_backend)
+    if data is None:  # a torchrun rank other than 0: rank 0 reports
+        return
     _print_bench(data, json_out)

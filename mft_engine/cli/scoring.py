@@ -77,6 +77,8 @@ def fit_influence_command(
     cfg = build_config(FitInfluenceConfig, given)
     with command_progress(quiet or json_out) as progress:
         result = fit_influence(cfg, progress)
+    if not result.is_main:  # a torchrun rank other than 0: rank 0 reports
+        return
     if json_out:
         print(json.dumps(result.summary(), default=str))
         return

@@ -8,11 +8,12 @@ results folders.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..collect.distributed import refuse_launcher
+from ..collect.distributed import check_same_on_every_rank, init_from_env
 from ..fields import help_field
 from ..report.progress import Progress
 from ..scoring.curvature.fit import InverseFit
@@ -36,6 +37,7 @@ class FitInfluenceResult:
     name: str
     path: Path
     fit: InverseFit
+    is_main: bool = True
 
     def summary(self) -> dict[str, Any]:
         """What `--json` prints: the name, folder, solver, λ and convergence (no tensors)."""
@@ -54,11 +56,17 @@ def fit_influence(cfg: FitInfluenceConfig, progress: Progress | None = None) -> 
     and returned, not solved again. Raises ConfigError / DataError / ModelError on bad input; SolverError
     (exit 2) when the solve fails. Cost: one collection pass over N samples, diag(H) once for λ, then one
     inverse solve (each CG step one Gauss-Newton product over N samples ≈ 5 forward passes).
+
+    Under torchrun / accelerate every rank collects its block of the batches and takes its share of each
+    curvature product (or of the Woodbury factors); rank 0 writes the fit (`is_main` on its result).
+    LiSSA runs as one process only.
     """
-    refuse_launcher("mft fit-influence")
+    w = init_from_env(cfg.dist_backend)
+    if w.distributed:
+        check_same_on_every_rank("configuration", json.dumps(cfg.to_dict(), sort_keys=True, default=str), w)
     progress = progress or Progress()
     fits_dir = Path(cfg.fits_dir)
-    bench = prepare_bench(cfg, progress=progress, fits_dir=fits_dir)
+    bench = prepare_bench(cfg, progress=progress, fits_dir=fits_dir, shard_curvature=True)
     fit = fit_influence_solve(bench.inputs)
     name, _, _ = influence_fit_name(bench.inputs)
-    return FitInfluenceResult(name, fits_dir / name, fit)
+    return FitInfluenceResult(name, fits_dir / name, fit, w.is_main)

@@ -179,9 +179,14 @@ def load_checkpoint(cfg: ScoringConfig, model_name: str, num_labels: int):
 
 
 def prepare_bench(cfg: ScoringConfig, model_name: str | None = None, data: ScoringData | None = None,
-                  progress: Progress | None = None, fits_dir: Path | None = None) -> ScoringBench:
+                  progress: Progress | None = None, fits_dir: Path | None = None,
+                  shard_curvature: bool = False) -> ScoringBench:
     """Load a checkpoint and compute what every scorer may need that is cheap: the training g and the
     activation statistics of N samples (one eval-mode forward + backward each), and the objectives.
+
+    Under torchrun the collection is always shared by the ranks; `shard_curvature` also gives the
+    training Objective the process world, so its curvature products and solves are shared (every rank
+    must then run the same scorers, since each product is a collective).
 
     Cost: loading the model, tokenizing (once per ScoringData), one collection pass over N samples.
     """
@@ -224,6 +229,8 @@ def prepare_bench(cfg: ScoringConfig, model_name: str | None = None, data: Scori
     names = [n for n, _ in eligible]
     # fixed_batches takes the rows in order and drops a last partial batch: these are the rows g saw.
     train_obj, score_obj = data.objectives(model, names, data.rows[: state.n_samples])
+    if shard_curvature and w.distributed:
+        train_obj.world = w
     score_batches = score_obj.batches
     inputs = ScoringInputs(model=model, names=names, state=state, lr=round_lr_fp32(cfg.lr), train=train_obj,
                            score=score_obj, damping=cfg.damping, fits_dir=fits_dir, progress=progress,

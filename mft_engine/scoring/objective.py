@@ -17,6 +17,7 @@ from torch.func import functional_call
 
 from ..collect.distributed import World, shard, sum_in_rank_order
 from ..device import model_device, to_device
+from ..errors import ConfigError
 
 Params = dict[str, torch.Tensor]
 
@@ -75,11 +76,25 @@ class Objective:
         return self.world is not None and self.world.distributed
 
     def local_batches(self) -> list[dict[str, torch.Tensor]]:
-        """This rank's contiguous block of the batches (all of them alone). ConfigError when there are
-        fewer batches than processes."""
+        """This rank's contiguous share of the examples, as the batches' rows it covers (row slices of the
+        batches, views; all batches alone): shares differ by at most one example, whatever the batching
+        (a token budget often puts every example in one batch). ConfigError when there are fewer
+        examples than processes."""
         if not self.sharded:
             return self.batches
-        return [self.batches[i] for i in shard(len(self.batches), self.world)]
+        if self.n < self.world.size:
+            raise ConfigError(f"{self.n} examples cannot be shared by {self.world.size} processes: use at most "
+                              f"{self.n} processes or more samples")
+        mine = shard(self.n, self.world)
+        out, offset = [], 0
+        for b in self.batches:
+            size = int(b["labels"].shape[0])
+            lo, hi = max(mine.start, offset) - offset, min(mine.stop, offset + size) - offset
+            if lo < hi:
+                out.append(b if (lo, hi) == (0, size) else
+                           {k: v[lo:hi] if isinstance(v, torch.Tensor) and v.dim() > 0 else v for k, v in b.items()})
+            offset += size
+        return out
 
     def restricted(self, names: list[str]) -> Objective:
         """The same objective (batches, world) over the parameters `names` only."""

@@ -1,6 +1,8 @@
 """Sharded curvature under torchrun (2 processes, gloo, CPU) equals one process within the stated
 tolerance: the Gauss-Newton and Hessian products, the exact diagonal, the batched products and the
 inverse solves (CG, PCG, block CG, Woodbury with all factors at once and in chunks); LiSSA is refused."""
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -59,6 +61,7 @@ def test_products_and_diagonal_equal_one_process(both):
     two, one = both
     assert two["n"] == one["n"] == dist_curvature.SAMPLES
     # per entry: the float64 sum of the ranks' fp32 partials, rounded once, against one running fp32 sum
+    # over differently sliced batches (measured ≤ 1.7e-7)
     for key in ("gnvp", "hvp", "diagonal"):
         assert _rel(two[key], one[key]) <= 1e-6, key
     for key in ("batched_factors", "batched_vmap"):
@@ -68,18 +71,18 @@ def test_products_and_diagonal_equal_one_process(both):
 
 def test_solves_equal_one_process(both):
     two, one = both
-    # CG and block CG: products equal to rounding, the same iterations
+    # CG and block CG: the products differ by rounding (the ranks' example shares are row slices of the
+    # batches), so the iterates part by up to the solve's own error: ≤ 10 × tol (measured 5.8e-5, 1.1e-5)
     for key in ("cg", "cg-block"):
-        assert _rel(two[key][0], one[key][0]) <= 1e-5, key
-        assert two[key][2] == one[key][2], key
-    assert one["cg"][1] <= 10 * dist_curvature.TOL  # converged (the true residual in fp32 arithmetic)
+        assert _rel(two[key][0], one[key][0]) <= 10 * dist_curvature.TOL, key
+    assert max(one["cg"][1], two["cg"][1]) <= 10 * dist_curvature.TOL  # both converged (true residual, fp32)
     # Woodbury: K and Fb exact (chunked) or symmetrised (all factors at once); Fᵀα summed in rank order
     for key in ("woodbury", "woodbury_chunked"):
         assert _rel(two[key][0], one[key][0]) <= 1e-6, key
         assert two[key][1] == pytest.approx(one[key][1], rel=0.05), key
     assert two["woodbury_chunked"][2] == one["woodbury_chunked"][2] == 8
     # PCG's preconditioner diag G + λ differs by the diagonal's rounding; after 100 unconverged iterations
-    # the iterates drift apart by about 1e-3 (measured 1.1e-3)
+    # the iterates drift apart by about 1e-3 (measured 1.8e-3)
     assert _rel(two["pcg"][0], one["pcg"][0]) <= 1e-2
 
 
@@ -87,3 +90,60 @@ def test_lissa_is_refused_by_several_processes():
     r = torchrun("unused", "lissa")
     assert r.returncode != 0
     assert "LiSSA's steps each use one batch in turn" in r.stderr + r.stdout
+
+
+def _cli_torchrun(args: list[str], **env) -> subprocess.CompletedProcess:
+    exe = shutil.which("torchrun")
+    launcher = [exe] if exe else [sys.executable, "-m", "torch.distributed.run"]
+    return subprocess.run([*launcher, "--standalone", "--nproc-per-node", "2", "-m", "mft_engine.cli", *args,
+                           "--dist-backend", "gloo"], capture_output=True, text=True, timeout=300, check=False,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **env})
+
+
+@pytest.fixture(scope="module")
+def glue(tmp_path_factory):
+    from ..cli.test_bad_input import sst2_folder
+    from ..train.conftest import keyword_rows
+
+    return sst2_folder(tmp_path_factory.mktemp("curv_glue"), train_rows=keyword_rows(40, 0),
+                       dev_rows=keyword_rows(64, 1, flip=0.2))
+
+
+FIT_ARGS = ["fit-influence", "--model", "bert-tiny-random", "--samples", "32", "--batch-size", "8", "--solver",
+            "woodbury", "--max-length", "32", "--quiet", "--json"]
+
+
+def test_fit_influence_under_torchrun_writes_one_fit_equal_to_one_process(glue, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from mft_engine.cli import main
+
+    r = _cli_torchrun([*FIT_ARGS, "--data-dir", str(glue), "--fits-dir", str(tmp_path / "two")])
+    assert r.returncode == 0, r.stderr[-3000:]
+    reports = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    assert len(reports) == 1  # rank 0 reports, rank 1 is silent
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main([*FIT_ARGS, "--data-dir", str(glue), "--fits-dir", str(tmp_path / "one")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    (name,) = [p.name for p in (tmp_path / "two").iterdir()]
+    assert name == reports[0]["name"] and not list((tmp_path / "two").glob(".*"))
+    a = load_file(str(tmp_path / "one" / name / "solution.safetensors"))
+    b = load_file(str(tmp_path / "two" / name / "solution.safetensors"))
+    # g and H summed over the ranks' blocks in rank order: λ and the solution move by rounding only
+    assert _rel(b, a) <= 1e-5
+    rec = json.loads((tmp_path / "two" / name / "fit.json").read_text())
+    assert rec["n_train"] == 32 and rec["options"]["factors"] == 32
+
+
+def test_bench_cg_under_torchrun_reports_once(glue):
+    r = _cli_torchrun(["bench", "cg", "--model", "bert-tiny-random", "--data-dir", str(glue), "--samples", "16",
+                       "--solvers", "cg,woodbury", "--budget-s", "30", "--quiet", "--json"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    (line,) = [line for line in r.stdout.splitlines() if line.startswith("{")]
+    data = json.loads(line)
+    assert data["processes"] == 2 and data["samples"] == 16
+    woodbury = next(run for run in data["runs"] if run["solver"] == "woodbury")
+    assert woodbury["factors"] == 16 and woodbury["communication_s"] >= 0

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from ...collect.distributed import broadcast
 from ...errors import ConfigError
 from ...fields import help_field
 from ..base import Scorer, as_scores, register_scorer
@@ -140,7 +141,10 @@ def fit_influence_solve(inputs: ScoringInputs, damping_factor: float | None = No
     wide = opts.solver_precision == "float64"
 
     def solve() -> InverseFit:
-        if inputs.fits_dir is not None and (inputs.fits_dir / name / "fit.json").is_file():
+        saved = inputs.fits_dir is not None and (inputs.fits_dir / name / "fit.json").is_file()
+        if inputs.train.sharded:  # every rank must take the same branch: the solve is collective
+            saved = broadcast(saved, inputs.train.world)
+        if saved:
             return load_fit(inputs.fits_dir, name)
         progress = inputs.progress
         cb = None
