@@ -53,6 +53,8 @@ def influence(
     cfg = build_config(InfluenceConfig, given)
     with command_progress(quiet or json_out) as progress:
         result = removal_sweep(cfg, progress)
+    if result.out_dir is None:  # a torchrun rank other than 0: rank 0 reports
+        return
     rec = result.record
     print_result(result.out_dir, {"out_dir": str(result.out_dir), "baselines": rec["baselines"],
                                   "sweeps": rec["sweeps"], "comparisons": rec["comparisons"],

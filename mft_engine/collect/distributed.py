@@ -63,14 +63,6 @@ def active_world() -> World:
     return world() if dist.is_available() and dist.is_initialized() else World()
 
 
-def refuse_launcher(command: str) -> None:
-    """ConfigError (one line) when started by torchrun / accelerate with several processes: `command` has no
-    multi-process form yet, and each rank would run the whole job and write its own folder."""
-    if world().distributed:
-        raise ConfigError(f"{command} does not run under torchrun / accelerate with several processes yet "
-                          "(its curvature solve is not sharded): run it as one process")
-
-
 def init_from_env(backend: str | None = None, timeout_s: float | None = None) -> World:
     """Initialise the default process group when launched by torchrun / accelerate with WORLD_SIZE > 1
     (rendezvous from MASTER_ADDR / MASTER_PORT or TORCHELASTIC's store); a single process is left alone.

@@ -9,7 +9,10 @@ the same examples: held-out training rows (`--heldout-rows`) and the validation 
 with McNemar's test for accuracy and a paired bootstrap of per-example Δloss, Holm-corrected over every
 test of the run; the scoring half (what the scores were fitted on) is reported beside them untested, and
 the N each scorer would pick on it is reported with its held-out figures. Finished cells are written as
-they finish, and a rerun with the same `--name` (or `--resume`) skips them. The follow-up study's table
+they finish, and a rerun with the same `--name` (or `--resume`) skips them. Under torchrun / accelerate
+every rank collects its block of g, takes its share of influence's curvature (scoring/objective.py) and
+scores alike; the cells are dealt out to the ranks, each writes its own into rank 0's folder, and rank 0
+assembles, tests and reports. The follow-up study's table
 counts gradient-detrimental and influence-beneficial (score < 0) eligible parameters; its rate,
 |detrimental ∧ not beneficial| / |detrimental|, is a disagreement between two scorers, not a false-positive
 rate, and is named so.
@@ -26,15 +29,16 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
-from ..collect.distributed import refuse_launcher
+from ..collect.distributed import World, broadcast, check_same_on_every_rank, init_from_env
 from ..config import help_field
 from ..errors import ConfigError, ResumeError
 from ..evaluate.paired import holm
 from ..masking import Mask, random_mask
 from ..device import device_summary, resolve_device
 from ..report import ResultsFolder, machine_info, versions
-from ..report.folder import PARTIAL_SUFFIX
+from ..report.folder import PARTIAL_SUFFIX, RankWriter
 from ..report.plots import pyplot
 from ..report.progress import Progress
 from ..scoring.ground_truth.judge import gradient_influence_disagreement
@@ -177,7 +181,9 @@ class InfluenceConfig(ScoringConfig):
 
 @dataclass
 class InfluenceResult:
-    out_dir: Path
+    """A finished sweep: its folder and results.json as a dict (out_dir None on a torchrun rank other than 0)."""
+
+    out_dir: Path | None
     record: dict[str, Any]
 
 
@@ -204,8 +210,10 @@ def _existing_folder(cfg: InfluenceConfig) -> Path | None:
 class _Sweep:
     """One run of the sweep: the folder, its cell store, the evaluation sets and the counts of cells."""
 
-    def __init__(self, cfg: InfluenceConfig, folder: ResultsFolder, progress: Progress):
+    def __init__(self, cfg: InfluenceConfig, folder: ResultsFolder | RankWriter, progress: Progress,
+                 world: World | None = None):
         self.cfg, self.folder, self.progress = cfg, folder, progress
+        self.world = world or World()
         self.store = CellStore(folder)
         self.counts = cfg.removal_counts()
         self.arms = cfg.arm_list()
@@ -264,17 +272,20 @@ class _Sweep:
 
     def checkpoint(self, label: str, path: str) -> dict[str, Any]:
         """Every unfinished cell of one checkpoint; returns its record (baseline, checks, fit, disagreement)."""
-        cfg, store, progress = self.cfg, self.store, self.progress
+        cfg, store, progress, w = self.cfg, self.store, self.progress, self.world
         keys = self.cell_keys()
-        todo = [k for k in keys if store.get(label, *k) is None]
+        # Rank 0 reads what is finished, once, for every rank: the cells other ranks write while this
+        # checkpoint runs must not change anyone's plan (each scorer's solve is collective).
+        todo, stored, ordered = broadcast(w.is_main and (
+            [k for k in keys if store.get(label, *k) is None], store.checkpoint(label),
+            [s for s in self.scorers if store.order(label, s) is not None]), w)
         want_disagreement = {"gradient", "influence"} <= set(self.scorers)
-        stored = store.checkpoint(label)
         if not todo and stored is not None and (stored.get("disagreement") or not want_disagreement):
             self.reused += len(keys)
             log.info("%s: all %d cells finished earlier", label, len(keys))
             return stored
         bench = prepare_bench(cfg, model_name=path, data=self.data, progress=progress,
-                              fits_dir=self.folder.path / "fits" / label)
+                              fits_dir=self.folder.path / "fits" / label, shard_curvature=True)
         self.data = data = bench.data
         n_elig = bench.n_eligible()
         too_many = [n for n in self.counts if n > n_elig]
@@ -297,15 +308,17 @@ class _Sweep:
         if stored is not None and stored.get("baseline") != record["baseline"]:
             log.warning("%s: the baseline differs from the one stored with the finished cells (%s vs %s); another "
                         "machine or thread count?", label, record["baseline"], stored.get("baseline"))
-        store.put_checkpoint(label, record)
+        if w.is_main:
+            store.put_checkpoint(label, record)
         eligible = bench.eligible
         shapes = [tuple(p.shape) for _, p in eligible]
         names = bench.names
         done_keys = set(keys) - set(todo)
-        self.reused += len(done_keys)
+        self.reused += len(done_keys) if w.is_main else 0
+        mine = set(todo[w.rank::w.size])  # the cells dealt to this rank (all of them alone)
 
         def run(key: tuple[str, str, int], row_head: dict, change) -> None:
-            if key in done_keys:
+            if key not in mine:
                 return
             row = {"checkpoint": label, **row_head, **self.measure(model, base, change)}
             store.put(label, *key, row)
@@ -313,7 +326,7 @@ class _Sweep:
             progress.advance(1)
 
         if "random" in self.arms:
-            progress.phase(f"{label}: random control", sum(k[0] == "random" for k in todo))
+            progress.phase(f"{label}: random control", sum(k[0] == "random" for k in mine))
             for n in self.counts:
                 run(("random", "random", n), {"scorer": "random", "arm": "random", "n_removed": n, "signed": None},
                     lambda n=n: (random_mask(eligible, n, seed=cfg.data.seed + 1).apply(model), {}))
@@ -324,10 +337,10 @@ class _Sweep:
             from ..scoring.base import get_scorer
 
             scorer = get_scorer(name)
-            mine = [k for k in todo if k[0] == name]
+            cells = [k for k in todo if k[0] == name]  # every rank scores when any rank has a cell of it
             need_scores = name in ("gradient", "influence") and want_disagreement and not record["disagreement"]
-            order = store.order(label, name) if mine and not need_scores else None
-            if (mine or need_scores) and order is None:
+            order = store.order(label, name) if cells and not need_scores and name in ordered else None
+            if (cells or need_scores) and order is None:
                 if name == "influence":
                     from ..scoring.scorers.influence import fit_influence_solve
 
@@ -340,17 +353,18 @@ class _Sweep:
                     kept[name] = {n: s.detach().clone() for n, s in scores.items()}
                 order = lowest(scores, names, max(self.counts))
                 del scores
-                store.put_order(label, name, order)
-            if not mine:
+                if w.is_main:
+                    store.put_order(label, name, order)
+            if not cells:
                 continue
-            progress.phase(f"{label}: {name}", len(mine))
+            progress.phase(f"{label}: {name}", sum(k in mine for k in cells))
             for n in self.counts:
                 support = torch.sort(order[:n]).values
                 head = {"scorer": name, "signed": bool(scorer.signed), "n_removed": n}
                 run((name, "zero", n), {**head, "arm": "zero"},
                     lambda s=support: (Mask(names, shapes, s).apply(model), {}))
                 if "matched" in self.arms:
-                    if gradient is None and any(k[1] == "matched" for k in mine):
+                    if gradient is None and any(k[1] == "matched" for k in cells if k in mine):
                         gradient = self.matched_gradient(bench)
                     run((name, "matched", n), {**head, "arm": "matched", "matched_gradient": cfg.matched_gradient},
                         lambda s=support, g=gradient: apply_matched_step(model, names, shapes, s, g))
@@ -358,7 +372,10 @@ class _Sweep:
         if {"gradient", "influence"} <= kept.keys():
             record["disagreement"] = {"checkpoint": label,
                                          **gradient_influence_disagreement(kept["gradient"], kept["influence"], names)}
-        store.put_checkpoint(label, record)
+        if w.is_main:
+            store.put_checkpoint(label, record)
+        if w.distributed:
+            dist.barrier()  # every rank's cells are written before rank 0 reads them
         return record
 
     def matched_gradient(self, bench) -> dict[str, torch.Tensor]:
@@ -447,23 +464,30 @@ def removal_sweep(cfg: InfluenceConfig, progress: Progress | None = None) -> Inf
     Finished cells (a rerun with the same --name, or --resume) are read back, not recomputed; a checkpoint
     whose cells are all finished is not even loaded.
     """
-    refuse_launcher("mft influence")
     progress = progress or Progress()
     t0 = time.perf_counter()
-    existing = _existing_folder(cfg)
+    w = init_from_env(cfg.dist_backend)
     config = cfg.to_dict()
+    if w.distributed:
+        check_same_on_every_rank("configuration", json.dumps(config, sort_keys=True, default=str), w)
+    if not w.is_main:  # rank 0 alone looks at the folder (it may be creating it now); torchrun stops every
+        return _sweep_on_worker(cfg, progress, w)  # rank when rank 0 fails
+    existing = _existing_folder(cfg)
     if existing is not None:
         check_resume(existing, config)
     missing = cfg.missing_study_scorers()
     name = f"influence_{cfg.name}" if cfg.name is not None else None
     with ResultsFolder(cfg.out, "influence", resume=existing, name=name) as folder:
+        if w.distributed:
+            broadcast(str(folder.path), w)  # the other ranks write their cells there
         folder.confirm()
         folder.write_json(STATE_FILE, {"kind": "influence", "config": config})
         log.info("config: %s", config)
         if missing:
             log.warning("--scorers study: %s not registered, not run", ", ".join(missing))
-        sweep = _Sweep(cfg, folder, progress)
+        sweep = _Sweep(cfg, folder, progress, w)
         records = [sweep.checkpoint(label, path) for label, path in cfg.checkpoint_list()]
+        computed = _total(sweep.computed, w)
         rows = [sweep.store.get(rec["checkpoint"], *k) for rec in records for k in sweep.cell_keys()]
         sets = sweep.sets or []
         set_info = {s.name: s.describe() for s in sets}
@@ -486,7 +510,7 @@ def removal_sweep(cfg: InfluenceConfig, progress: Progress | None = None) -> Inf
                   "chosen_n": chosen, "verdict": verdict, "gradient_influence_disagreement": disagreement,
                   "influence_fits": {rec["checkpoint"]: rec.get("influence_fit") for rec in records},
                   "scorers_not_run": missing,
-                  "cells": {"computed": sweep.computed, "finished_earlier": sweep.reused},
+                  "cells": {"computed": computed, "finished_earlier": sweep.reused, "processes": w.size},
                   "reported": f"accuracy and loss on {report_set} rows against the unmasked model, paired on the "
                               "same examples (McNemar; paired bootstrap of Δloss), Holm-corrected over every test "
                               "of the run; scoring_*: the half the scores were fitted and N is chosen on "
@@ -505,6 +529,25 @@ def removal_sweep(cfg: InfluenceConfig, progress: Progress | None = None) -> Inf
         folder.commit()
         record["out_dir"] = str(folder.final)
     return InfluenceResult(folder.final, record)
+
+
+def _sweep_on_worker(cfg: InfluenceConfig, progress: Progress, w: World) -> InfluenceResult:
+    """A torchrun rank other than 0: the same checkpoints, g (its block, reduced), scores (influence's
+    curvature shared) and its share of the cells, written into rank 0's folder; rank 0 reports."""
+    sweep = _Sweep(cfg, RankWriter(broadcast(None, w)), progress, w)
+    for label, path in cfg.checkpoint_list():
+        sweep.checkpoint(label, path)
+    _total(sweep.computed, w)
+    return InfluenceResult(None, {"rank": w.rank})
+
+
+def _total(count: int, w: World) -> int:
+    """Σ of every rank's `count` (a collective: every rank calls it)."""
+    if not w.distributed:
+        return count
+    counts: list[Any] = [None] * w.size
+    dist.all_gather_object(counts, count)
+    return int(sum(counts))
 
 
 def _summary(record: dict, rows: list[dict], s: str) -> str:

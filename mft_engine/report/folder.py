@@ -394,3 +394,37 @@ class ResultsFolder:
                 w.writeheader()
                 w.writerows(rows)
         return self.tmp / name
+
+
+class RankWriter:
+    """What a torchrun rank other than 0 writes into the folder rank 0 holds (a sweep's finished cells):
+    whole files, by a temporary name renamed into place, so every file is complete or absent. The folder's
+    life (its log, what a failure keeps, the commit) stays with rank 0's ResultsFolder; keep_on_failure
+    is therefore a no-op here."""
+
+    def __init__(self, path: str | Path):
+        self.tmp = Path(path)
+
+    @property
+    def path(self) -> Path:
+        return self.tmp
+
+    @contextlib.contextmanager
+    def writing(self, name: str) -> Iterator[Path]:
+        final = self.tmp / name
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f"{_TMP_PREFIX}{os.getpid()}-{final.name}")
+        try:
+            yield tmp
+            os.replace(tmp, final)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+    def write_json(self, name: str, data: Any) -> Path:
+        with self.writing(name) as p:
+            p.write_bytes((json.dumps(jsonable(data), indent=2) + "\n").encode())
+        return self.tmp / name
+
+    def keep_on_failure(self, path: str | Path, delete_after_commit: bool = True) -> None:
+        """Rank 0's folder keeps the checkpoints; nothing to do on this rank."""

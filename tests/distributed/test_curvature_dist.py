@@ -147,3 +147,46 @@ def test_bench_cg_under_torchrun_reports_once(glue):
     assert data["processes"] == 2 and data["samples"] == 16
     woodbury = next(run for run in data["runs"] if run["solver"] == "woodbury")
     assert woodbury["factors"] == 16 and woodbury["communication_s"] >= 0
+
+
+SWEEP_ARGS = ["influence", "--model", "bert-tiny-random", "--samples", "32", "--batch-size", "8", "--max-length", "32",
+              "--scorers", "gradient,influence,magnitude", "--solver", "woodbury", "--n-removed", "10,3000",
+              "--resamples", "200", "--heldout-rows", "last:8", "--quiet", "--json"]
+
+
+def test_influence_sweep_under_torchrun_equals_one_process(glue, tmp_path, capsys):
+    """Two ranks deal out the cells and write them into rank 0's folder; the rows equal one process's
+    (gradient, magnitude, random: the same masks and forwards; influence: its sharded solve moves the
+    scores by rounding, so its cells agree wherever its lowest-N picks do)."""
+    import numpy as np
+
+    from mft_engine.cli import main
+
+    r = _cli_torchrun([*SWEEP_ARGS, "--data-dir", str(glue), "--out", str(tmp_path / "two")])
+    assert r.returncode == 0, r.stderr[-3000:]
+    (line,) = [line for line in r.stdout.splitlines() if line.startswith("{")]  # rank 0 alone reports
+    two = json.loads(line)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main([*SWEEP_ARGS, "--data-dir", str(glue), "--out", str(tmp_path / "one")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    one = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert two["cells"] == {"computed": 14, "finished_earlier": 0, "processes": 2}
+    assert len(list((tmp_path / "two").iterdir())) == 1  # rank 1 wrote no folder of its own
+    (run_one,), (run_two,) = list((tmp_path / "one").iterdir()), list((tmp_path / "two").iterdir())
+    orders = [np.load(run / "cells" / "bert-tiny-random" / "order_influence.npy") for run in (run_one, run_two)]
+    key = ("scorer", "arm", "n_removed")
+    rows_one = {tuple(r[k] for k in key): r for r in one["sweeps"]}
+    rows_two = {tuple(r[k] for k in key): r for r in two["sweeps"]}
+    assert rows_one.keys() == rows_two.keys()
+    for k, a in rows_one.items():
+        b = rows_two[k]
+        same_picks = k[0] != "influence" or set(orders[0][:k[2]]) == set(orders[1][:k[2]])
+        if not same_picks:
+            continue
+        for s in ("heldout", "evaluation", "scoring"):
+            assert b[f"{s}_accuracy"] == a[f"{s}_accuracy"], (k, s)
+            if k[1] != "matched" or k[0] != "influence":
+                assert b[f"{s}_loss"] == pytest.approx(a[f"{s}_loss"], rel=1e-6, abs=1e-9), (k, s)

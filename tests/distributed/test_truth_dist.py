@@ -116,16 +116,3 @@ def test_two_processes_measure_the_one_process_delta(glue, tmp_path):
         # can move the last bits (float64): 1e-12 absolute is far below any ΔL here
         np.testing.assert_allclose(b[col], a[col], rtol=0, atol=1e-12)
     assert len(glob.glob(str(tmp_path / "two" / "*"))) == 1  # rank 1 wrote no folder of its own
-
-
-@pytest.mark.parametrize("command", [["influence"]])
-def test_unsharded_commands_refuse_several_processes(glue, tmp_path, monkeypatch, capsys, command):
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("RANK", "0")
-    extra = ["--model", "bert-tiny-random", "--data-dir", str(glue), "--samples", "16"]
-    if command[0] != "bench":
-        extra += ["--out", str(tmp_path / "out")]
-    assert main([*command, *extra]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "does not run under torchrun" in err and err.count("\n") == 0, err
-    assert not (tmp_path / "out").exists()

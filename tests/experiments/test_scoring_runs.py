@@ -130,7 +130,7 @@ def test_influence_sweep_folder(study_glue, tmp_path, capsys):
     assert rec["comparisons"]["family_size"] == len(sweeps) * 2 * 2
     assert {c["scorer"] for c in rec["chosen_n"]} == set(scorers)
     assert all(c["chosen_n"] in (10, 3000) and c["reported_on"] == "heldout" for c in rec["chosen_n"])
-    assert rec["verdict"] and rec["cells"] == {"computed": len(sweeps), "finished_earlier": 0}
+    assert rec["verdict"] and rec["cells"] == {"computed": len(sweeps), "finished_earlier": 0, "processes": 1}
     (fp,) = rec["gradient_influence_disagreement"]
     assert fp["gradient_detrimental"] >= fp["detrimental_and_beneficial"] >= 0
     if fp["gradient_detrimental"]:
@@ -223,7 +223,7 @@ def test_influence_resumes_finished_cells(study_glue, tmp_path, capsys):
     (folder / "cells/bert-tiny-random/magnitude__zero__n3000.json").unlink()
     assert main([*args, "--json"]) == 0
     second = _json(capsys)
-    assert second["cells"] == {"computed": 1, "finished_earlier": 9}
+    assert second["cells"] == {"computed": 1, "finished_earlier": 9, "processes": 1}
     assert second["sweeps"] == first["sweeps"]
     before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
     assert main([*args, "--n-removed", "10", "--quiet"]) == 2
