@@ -2,7 +2,7 @@
 ranks' partial sums at the end (no DDP wrapper: nothing trains, so nothing is synchronised per step).
 
 Under `torchrun --nproc-per-node N` (or `accelerate launch`) each rank collects a contiguous block of the
-fixed batches, in order; `reduce_state` then gathers every rank's partial sums and adds them in rank
+fixed batches, in order, the blocks cut so their token slots match (`shard_by_cost`); `reduce_state` then gathers every rank's partial sums and adds them in rank
 order in float64, so the result depends on the world size only through where the blocks split, never on
 timing. Counts (signs, tokens) are exact; the fp32 sums differ from one process's running fp32 sum by
 summation order only (see `reduce_state`). Dropout in train mode is seeded per batch from the run's seed
@@ -93,6 +93,33 @@ def shard(n_items: int, w: World) -> range:
     return range(start, start + base + (1 if w.rank < extra else 0))
 
 
+def batch_cost(batch: Any) -> int:
+    """The relative cost of one batch's forward and backward: its token slots (rows × padded length), or
+    1 for a batch without a 2-D `input_ids`."""
+    ids = batch.get("input_ids") if isinstance(batch, dict) else None
+    return int(ids.numel()) if isinstance(ids, torch.Tensor) and ids.dim() == 2 else 1
+
+
+def shard_by_cost(costs: list[float], w: World) -> range:
+    """Rank `w.rank`'s contiguous block of items (batches, in order) whose `costs` add up to about an equal
+    share of the total: cut where the cumulative cost crosses r/size of it, so a rank of long sentences
+    does not hold up the others. Every rank gets at least one item; ConfigError when there are fewer
+    items than ranks. Alone, every item."""
+    n = len(costs)
+    if not w.distributed:
+        return range(n)
+    if n < w.size:
+        raise ConfigError(f"{n} batches cannot be shared by {w.size} processes: use at most {n} processes or "
+                          "more samples")
+    cum = np.cumsum(np.asarray(costs, dtype=np.float64))
+    cuts = [0]
+    for r in range(1, w.size):
+        cut = int(np.searchsorted(cum, cum[-1] * r / w.size, side="left")) + 1
+        cuts.append(min(max(cut, cuts[-1] + 1), n - (w.size - r)))  # at least one item per rank
+    cuts.append(n)
+    return range(cuts[w.rank], cuts[w.rank + 1])
+
+
 def rank_tag(w: World) -> str:
     """The part of a per-rank file's name that says who wrote it: `rank<r>-of-<n>` (a resume must run
     with the same n)."""
@@ -125,28 +152,26 @@ def reduce_state(state: GradientState, w: World | None = None) -> GradientState:
     Alone (world size 1) the state is returned unchanged. Tolerance against one process summing the same
     batches in fp32: the float64 sum of the ranks' fp32 partials differs from the running fp32 sum by
     rounding only, ≤ (number of batches) × 2⁻²⁴ relative to Σ|g_b| per entry; counts are identical.
-    Cost: one all_gather per tensor (world size × the state's bytes in flight) and one of the lists.
+    Cost: three collectives on flat buffers (an all_gather of the fp32 sums, an all_reduce of the counts, an
+    all_gather of the activation sums: world size × the state's bytes in flight) and one of the lists.
     """
     w = w or world()
     if not w.distributed:
         return state
-
-    def gathered_sum(t: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
-        return sum_in_rank_order(t, w).to(out_dtype)
-
-    def summed_counts(t: torch.Tensor) -> torch.Tensor:
-        t = t.clone()
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        return t
-
+    names, mods = list(state.names), sorted(state.act_sq)
+    # One collective per kind of tensor, on one flat buffer each: hundreds of per-tensor collectives cost
+    # more in latency than the bytes they move.
+    sums = _unpack(sum_in_rank_order(_pack([state.grad_sum[n] for n in names] + [state.sq_sum[n] for n in names]), w),
+                   [state.grad_sum[n] for n in names] + [state.sq_sum[n] for n in names])
+    counts = _pack([state.pos_count[n] for n in names] + [state.neg_count[n] for n in names])
+    dist.all_reduce(counts, op=dist.ReduceOp.SUM)
+    counts = _unpack(counts, [state.pos_count[n] for n in names] + [state.neg_count[n] for n in names])
+    acts = (_unpack(sum_in_rank_order(_pack([state.act_sq[m] for m in mods]), w), [state.act_sq[m] for m in mods])
+            if mods else [])
+    k = len(names)
     out = GradientState(
-        list(state.names),
-        {n: gathered_sum(state.grad_sum[n], state.grad_sum[n].dtype) for n in state.names},
-        {n: gathered_sum(state.sq_sum[n], state.sq_sum[n].dtype) for n in state.names},
-        {n: summed_counts(state.pos_count[n]) for n in state.names},
-        {n: summed_counts(state.neg_count[n]) for n in state.names},
-        act_sq={m: gathered_sum(t, t.dtype) for m, t in sorted(state.act_sq.items())},
-        meta=dict(state.meta),
+        names, dict(zip(names, sums[:k])), dict(zip(names, sums[k:])), dict(zip(names, counts[:k])),
+        dict(zip(names, counts[k:])), act_sq=dict(zip(mods, acts)), meta=dict(state.meta),
     )
     lists: list[Any] = [None] * w.size
     dist.all_gather_object(lists, (state.act_tokens, state.batch_losses, state.batch_sizes))
@@ -169,6 +194,20 @@ def sum_in_rank_order(t: torch.Tensor, w: World | None = None) -> torch.Tensor:
     for p in parts:  # rank order: the same association on every rank and every run
         total += p.double()
     return total
+
+
+def _pack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The tensors flattened into one 1-D buffer (their common dtype)."""
+    return torch.cat([t.reshape(-1) for t in tensors]) if tensors else torch.zeros(0)
+
+
+def _unpack(flat: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
+    """`flat` cut back into tensors shaped and typed like `like` (copies)."""
+    out, start = [], 0
+    for t in like:
+        out.append(flat[start:start + t.numel()].view(t.shape).to(t.dtype).clone())
+        start += t.numel()
+    return out
 
 
 def broadcast(obj: Any, w: World | None = None, src: int = 0) -> Any:

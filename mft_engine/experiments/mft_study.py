@@ -21,8 +21,8 @@ import torch
 from .. import ops
 from ..bench.bounds import read_bandwidth
 from ..collect import GradientState, collect_gradients
-from ..collect.distributed import (DROPOUT_SEEDING, World, broadcast, check_resume_world, check_same_on_every_rank,
-                                   init_from_env, rank_tag, reduce_state, shard)
+from ..collect.distributed import (DROPOUT_SEEDING, World, batch_cost, broadcast, check_resume_world,
+                                   check_same_on_every_rank, init_from_env, rank_tag, reduce_state, shard_by_cost)
 from ..collect.provenance import build_provenance, model_fingerprint, provenance_difference, split_sha256
 from ..collect.state import StateError
 from ..config import RunConfig
@@ -201,7 +201,7 @@ def _collect_block(cfg: RunConfig, model, batches: list[Batch], ckpt_path: Path,
                    resumed: tuple[GradientState, dict] | None, w: World) -> GradientState:
     """Under torchrun: this rank's block of `batches`, continued from its own checkpoint when resumed (no
     RNG state is needed: dropout is seeded per batch), then reduced over every rank."""
-    block = shard(len(batches), w)
+    block = shard_by_cost([batch_cost(b) for b in batches], w)
     state = resumed[0] if resumed is not None else None
     skip = state.n_batches if state is not None else 0
     if skip:

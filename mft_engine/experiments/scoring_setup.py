@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..collect import GradientState, collect_gradients
-from ..collect.distributed import active_world, reduce_state, shard
+from ..collect.distributed import active_world, batch_cost, reduce_state, shard_by_cost
 from ..data import TaskSplits, gradient_batches, objective_batches
 from ..data.config import DataConfig
 from ..errors import ConfigError
@@ -217,7 +217,7 @@ def prepare_bench(cfg: ScoringConfig, model_name: str | None = None, data: Scori
     # Under torchrun each rank collects a contiguous block of the batches and the sums are reduced (eval
     # mode: no dropout, so g equals one process's up to summation order).
     w = active_world()
-    block = shard(len(batches), w) if w.distributed else range(len(batches))
+    block = shard_by_cost([batch_cost(b) for b in batches], w)
     progress.phase("collect gradients (eval mode)", len(block))
     state = collect_gradients(model, [batches[i] for i in block], train_mode=False,
                               on_batch=lambda i, loss: progress.advance(1), first_index=block.start,

@@ -30,7 +30,7 @@ from transformers import TrainerCallback
 
 from ..collect import Batch, collect_gradients
 from ..device import to_device
-from ..collect.distributed import broadcast, reduce_state, shard, world
+from ..collect.distributed import batch_cost, broadcast, reduce_state, shard_by_cost, world
 from ..selection_spec import SelectionSpec, round_lr_fp32
 from ..errors import ConfigError
 from ..masking import Mask, detrimental_mask
@@ -135,7 +135,7 @@ class MftCallback(TrainerCallback):
         w = world()
         if w.distributed and split_across_ranks:
             batches = list(batches)[:limit] if limit is not None else list(batches)
-            batches = [batches[i] for i in shard(len(batches), w)]
+            batches = [batches[i] for i in shard_by_cost([batch_cost(b) for b in batches], w)]
 
         def feed():
             for i, b in enumerate(batches):

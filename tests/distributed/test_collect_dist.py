@@ -90,3 +90,17 @@ def test_a_failing_rank_stops_the_launcher_with_its_error(tmp_path):
     assert r.returncode != 0
     assert "rank 1 failed on purpose" in r.stdout + r.stderr
     assert not out.exists()
+
+
+def test_cost_shards_are_contiguous_cover_every_batch_and_balance_tokens():
+    from mft_engine.collect.distributed import shard_by_cost
+
+    costs = [8 * 60] * 4 + [8 * 10] * 12  # four long batches first, as length-sorted rows give
+    blocks = [shard_by_cost(costs, World(r, 2)) for r in range(2)]
+    assert [i for b in blocks for i in b] == list(range(16))
+    loads = [sum(costs[i] for i in b) for b in blocks]
+    assert abs(loads[0] - loads[1]) <= max(costs)  # within one batch, where counting batches gives 1920 vs 640
+    assert shard_by_cost(costs, World()) == range(16)
+    assert [len(shard_by_cost([1.0, 1e9, 1.0], World(r, 3))) for r in range(3)] == [1, 1, 1]
+    with pytest.raises(ConfigError, match="2 batches cannot be shared by 3 processes"):
+        shard_by_cost([1, 1], World(0, 3))
