@@ -94,8 +94,11 @@ def shard(n_items: int, w: World) -> range:
 
 
 def batch_cost(batch: Any) -> int:
-    """The relative cost of one batch's forward and backward: its token slots (rows × padded length), or
-    1 for a batch without a 2-D `input_ids`."""
+    """The relative cost of one batch's forward and backward: its token slots (rows × padded length,
+    summed over a data.Batch's length parts), or 1 for a batch without a 2-D `input_ids`."""
+    parts = getattr(batch, "parts", None)
+    if parts is not None:
+        return max(1, sum(batch_cost(p) for p in parts))
     ids = batch.get("input_ids") if isinstance(batch, dict) else None
     return int(ids.numel()) if isinstance(ids, torch.Tensor) and ids.dim() == 2 else 1
 

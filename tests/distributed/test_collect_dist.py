@@ -104,3 +104,14 @@ def test_cost_shards_are_contiguous_cover_every_batch_and_balance_tokens():
     assert [len(shard_by_cost([1.0, 1e9, 1.0], World(r, 3))) for r in range(3)] == [1, 1, 1]
     with pytest.raises(ConfigError, match="2 batches cannot be shared by 3 processes"):
         shard_by_cost([1, 1], World(0, 3))
+
+
+def test_batch_cost_counts_token_slots_of_dicts_and_length_parts():
+    from mft_engine.collect.distributed import batch_cost
+    from mft_engine.data.batching import Batch
+
+    part = lambda rows, width: {"input_ids": torch.zeros(rows, width, dtype=torch.long),  # noqa: E731
+                                "labels": torch.zeros(rows, dtype=torch.long)}
+    assert batch_cost(part(4, 30)) == 120
+    assert batch_cost(Batch([part(4, 30), part(2, 50)], 6.0)) == 220
+    assert batch_cost({"labels": torch.zeros(3)}) == 1
