@@ -14,7 +14,7 @@ import torch
 
 from mft_engine.cli import main
 from mft_engine.collect.distributed import World
-from mft_engine.experiments.validate_scorer import item_block, item_cost
+from mft_engine.experiments.truth_sets import item_block, item_cost
 from mft_engine.scoring.ground_truth import RemovalOracle
 
 from ..cli.test_bad_input import sst2_folder

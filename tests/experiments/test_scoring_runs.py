@@ -306,7 +306,8 @@ def test_verdicts_that_can_fail(study_glue, tmp_path):
     from scipy.stats import spearmanr
 
     from mft_engine.experiments.scoring_setup import prepare_bench
-    from mft_engine.experiments.validate_scorer import ValidateConfig, truth_sets, validate_scorers
+    from mft_engine.experiments.truth_sets import truth_sets
+    from mft_engine.experiments.validate_scorer import ValidateConfig, validate_scorers
     from mft_engine.scoring.ground_truth import naive_delta
     from mft_engine.scoring.ground_truth.judge import judge_scorer
 
