@@ -23,7 +23,8 @@ itself differs from the float64 one by 6e-7 in relative norm and gives the same 
 measures G times it. Run the Objective in float64 where the residual itself must be small. Nothing is stored beyond two chunks of factors, so the factors are recomputed: chunks of c
 rows cost ⌈M/c⌉(⌈M/c⌉ + 1)/2 chunk recomputations for K, one pass for Fᵀα.
 
-Several processes (an Objective with a `world`): K's block rows are shared out by cost, each rank
+Several processes (an Objective with a `world`): K's block rows are shared out by cost (row i computes
+chunks i … last: their examples), each rank
 writes its blocks and the ranks' K and Fb are all-reduced (every entry is written by one rank, so the
 sum is exact: K and Fb have the bits a single process computes from the same chunks). When every factor
 fits in memory at once (one chunk alone), each rank computes its contiguous share of the examples'
@@ -209,8 +210,9 @@ def gauss_newton_lowrank(objective: Objective, b: Params, *, memory_bytes: float
     passes = 0
     t_factor = t_gemm = 0.0
     w = objective.world if objective.sharded else World()
-    # A rank's block rows (row i re-computes chunks i+1 … : cost len(chunks) − i); alone, every row.
-    mine = share_rows([len(chunks) - i for i in range(len(chunks))], w.size)[w.rank]
+    # A rank's block rows (row i computes chunks i, i+1, …: its cost is their examples); alone, every row.
+    sizes = [len(chunk) for chunk in chunks]
+    mine = share_rows([sum(sizes[i:]) for i in range(len(chunks))], w.size)[w.rank]
 
     def rows_of(j: int) -> torch.Tensor:
         nonlocal passes, t_factor
