@@ -28,10 +28,9 @@ from ..masking import check_exclude_patterns, eligible_parameters
 from ..models import load_model
 from ..report.progress import Progress
 from ..scoring import ScoringInputs
-from ..scoring.curvature.fit import SOLVERS
 from ..device import check_device_spec, device_field, dist_backend_field, resolve_device
 from ..scoring.objective import Objective
-from ..scoring.scorers.influence import SOLVER_PRECISIONS, InfluenceOptions
+from ..scoring.scorers.influence import InfluenceOptions
 from ..scoring.scorers.obs import ObsOptions
 from ..selection_spec import exclude_patterns, round_lr_fp32
 
@@ -53,19 +52,18 @@ class ScoringConfig(FlatConfig):
                            aliases=("--learning-rate",))
     exclude: str = help_field("original | influence | none | comma-separated name patterns", "influence")
     scorers: str = help_field("scorers to run: all | comma-separated names", "all")
-    solver: str = help_field("influence's inverse solver: cg | pcg (CG, Jacobi-preconditioned by diag H + λ) | "
-                             "woodbury (exact, through H's rank of N per-example factors) | lissa | cg-block (per-tensor blocks)", "cg")
     damping: float | None = help_field("absolute damping λ of (H + λI) (default: --damping-factor × mean diag H)", None)
-    damping_factor: float = help_field("λ = this × the mean of diag(H) when --damping is not given", 1e-3)
-    cg_tol: float = help_field("stop CG at this relative residual", 0.05)
-    cg_max_iter: int = help_field("CG iterations at most", 40)
-    lissa_depth: int = help_field("LiSSA recursion depth", 100)
-    lissa_scale: float | None = help_field("LiSSA scale (> the largest eigenvalue of H + λI; default: estimated by power iteration)", None)
-    lissa_repetitions: int = help_field("LiSSA repetitions averaged", 1)
-    solver_precision: str = help_field("arithmetic of influence's solve: float32 (the model's) | float64 (a float64 "
-                                       "copy of the model: ∇L_score, the curvature products or Woodbury factors and "
-                                       "the solution in float64; about twice the time and memory of the solve)",
-                                       "float32")
+    # influence's solver settings, flat (--solver, --damping-factor, --cg-tol, ...); CG stops earlier here
+    # than the scorer's own defaults: the pipelines judge the solution, they do not converge it
+    influence: InfluenceOptions = compose(InfluenceOptions, names={"influence_solver": "solver"}, cg_tol=0.05,
+                                          cg_max_iter=40, help={
+        "influence_solver": "influence's inverse solver: cg | pcg (CG, Jacobi-preconditioned by diag H + λ) | woodbury "
+                            "(exact, through H's rank of N per-example factors) | lissa | cg-block (per-tensor blocks)",
+        "damping_factor": "λ = this × the mean of diag(H) when --damping is not given",
+        "lissa_scale": "LiSSA scale (> the largest eigenvalue of H + λI; default: estimated by power iteration)",
+        "solver_precision": "arithmetic of influence's solve: float32 (the model's) | float64 (a float64 copy of the "
+                            "model: ∇L_score, the curvature products or Woodbury factors and the solution in float64; "
+                            "about twice the time and memory of the solve)"})
     obs_samples: int = help_field("per-example gradients m for OBS's block Fisher (>= 50)", 64)
     device: str = device_field()
     dist_backend: str | None = dist_backend_field()
@@ -76,19 +74,8 @@ class ScoringConfig(FlatConfig):
             raise ConfigError("--samples must be given: g and H are built over a fixed number of samples")
         check_int_range("--batch-size", self.batch_size, 1, COUNT_MAX)
         round_lr_fp32(self.lr)  # ConfigError naming --lr
-        if self.solver not in SOLVERS:
-            raise ConfigError(f"--solver {self.solver!r} is not one of {', '.join(SOLVERS)}")
         if self.damping is not None and not (self.damping > 0 and math.isfinite(self.damping)):
             raise ConfigError(f"--damping {self.damping} must be > 0 (H + λI must be positive definite)")
-        if not (self.damping_factor > 0 and math.isfinite(self.damping_factor)):
-            raise ConfigError(f"--damping-factor {self.damping_factor} must be > 0")
-        if not 0 < self.cg_tol < 1:
-            raise ConfigError(f"--cg-tol {self.cg_tol} must be in (0, 1)")
-        if self.cg_max_iter < 1 or self.lissa_depth < 1 or self.lissa_repetitions < 1:
-            raise ConfigError("--cg-max-iter, --lissa-depth and --lissa-repetitions must be >= 1")
-        if self.solver_precision not in SOLVER_PRECISIONS:
-            raise ConfigError(f"--solver-precision {self.solver_precision!r} is not one of "
-                              f"{', '.join(SOLVER_PRECISIONS)}")
         if self.obs_samples < 50:
             raise ConfigError(f"--obs-samples {self.obs_samples} must be >= 50 (OBS blocks of 50 need m >= 50 gradients)")
         if self.data.eval_batch_tokens < self.data.max_length:
@@ -96,13 +83,6 @@ class ScoringConfig(FlatConfig):
                               f"{self.data.max_length}")
         self.scorer_names()  # validates --scorers
         check_device_spec(self.device)
-
-    def influence_options(self) -> InfluenceOptions:
-        """The influence scorer's typed settings from this config's solver flags."""
-        return InfluenceOptions(influence_solver=self.solver, damping_factor=self.damping_factor, cg_tol=self.cg_tol,
-                                cg_max_iter=self.cg_max_iter, lissa_depth=self.lissa_depth,
-                                lissa_scale=self.lissa_scale, lissa_repetitions=self.lissa_repetitions,
-                                solver_precision=self.solver_precision)
 
     def exclude_patterns(self) -> tuple[str, ...]:
         """The name patterns of excluded parameters (a preset's, or the user's comma-separated list)."""
@@ -234,7 +214,7 @@ def prepare_bench(cfg: ScoringConfig, model_name: str | None = None, data: Scori
     score_batches = score_obj.batches
     inputs = ScoringInputs(model=model, names=names, state=state, lr=round_lr_fp32(cfg.lr), train=train_obj,
                            score=score_obj, damping=cfg.damping, fits_dir=fits_dir, progress=progress,
-                           options=(cfg.influence_options(), ObsOptions(obs_samples=cfg.obs_samples)))
+                           options=(cfg.influence, ObsOptions(obs_samples=cfg.obs_samples)))
     return ScoringBench(model, lm.source, data, eligible, state, inputs, score_batches, timings)
 
 

@@ -23,5 +23,5 @@ def test_fit_influence_bad_solver_is_one_line(tmp_path, capsys):
     assert main(["fit-influence", "--model", "bert-tiny-random", "--solver", "magic",
                  "--fits-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--solver 'magic'" in err[0]
+    assert len(err) == 1 and "--solver (influence_solver) 'magic'" in err[0]
     assert not any(tmp_path.iterdir())

@@ -9,6 +9,7 @@ mean of diag(H); every figure names the λ it used.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,10 +69,20 @@ class InfluenceOptions:
                                        "the solution all in float64)", "float32")
 
     def __post_init__(self) -> None:
+        # Messages name the pipelines' flag (ScoringConfig composes this class) and, where it differs, the field
         if self.influence_solver not in SOLVERS:
-            raise ConfigError(f"influence_solver {self.influence_solver!r} is not one of {', '.join(SOLVERS)}")
+            raise ConfigError(f"--solver (influence_solver) {self.influence_solver!r} is not one of {', '.join(SOLVERS)}")
         if self.solver_precision not in SOLVER_PRECISIONS:
-            raise ConfigError(f"solver_precision {self.solver_precision!r} is not one of {', '.join(SOLVER_PRECISIONS)}")
+            raise ConfigError(f"--solver-precision (solver_precision) {self.solver_precision!r} is not one of "
+                              f"{', '.join(SOLVER_PRECISIONS)}")
+        if not (self.damping_factor > 0 and math.isfinite(self.damping_factor)):
+            raise ConfigError(f"--damping-factor {self.damping_factor} must be > 0")
+        if not 0 < self.cg_tol < 1:
+            raise ConfigError(f"--cg-tol {self.cg_tol} must be in (0, 1)")
+        if self.cg_max_iter < 1 or self.lissa_depth < 1 or self.lissa_repetitions < 1:
+            raise ConfigError("--cg-max-iter, --lissa-depth and --lissa-repetitions must be >= 1")
+        if self.lissa_scale is not None and not (self.lissa_scale > 0 and math.isfinite(self.lissa_scale)):
+            raise ConfigError(f"--lissa-scale {self.lissa_scale} must be > 0 (above the largest eigenvalue of H + λI)")
 
 
 def float64_objectives(inputs: ScoringInputs) -> tuple[Objective, Objective, dict[str, torch.Tensor]]:
