@@ -24,10 +24,11 @@ there; the kernels write each output location from one program only, which is th
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from collections.abc import Callable
 
 import torch
+
+from .._backend import OptionalBackend
 
 # schema name -> (kernel module, function): each function takes the schema's arguments in order.
 KERNELS: dict[str, tuple[str, str]] = {
@@ -40,7 +41,7 @@ KERNELS: dict[str, tuple[str, str]] = {
     "restore_": ("zero_masked", "restore_"),
 }
 
-_state = {"registered": False, "import_error": None}
+_backend = OptionalBackend("triton")
 
 
 def _lazy(module: str, function: str) -> Callable:
@@ -57,27 +58,20 @@ def register() -> bool:
     they are registered. Nothing is registered when triton is not installed (`import_error()` then says
     so). triton itself is imported on the first CUDA call, not here: `import mft_engine` must not load
     an optional backend (CPU users pay nothing for it). Cost: one look-up of the installed packages."""
-    if _state["registered"]:
+    if _backend.registered:
         return True
-    try:
-        found = importlib.util.find_spec("triton") is not None
-    except (ImportError, ValueError) as e:  # a broken installation must not break the CPU package
-        _state["import_error"] = f"{type(e).__name__}: {e}"
-        return False
-    if not found:
-        _state["import_error"] = "ModuleNotFoundError: No module named 'triton'"
+    if not _backend.installed():
         return False
     for name, (module, function) in KERNELS.items():
         torch.library.register_kernel(f"mft::{name}", "cuda", _lazy(module, function))
-    _state["registered"] = True
-    return True
+    return _backend.mark_registered()
 
 
 def registered() -> bool:
     """Whether register() has registered the CUDA kernels in this process."""
-    return bool(_state["registered"])
+    return _backend.registered
 
 
 def import_error() -> str | None:
     """Why triton did not import when register() tried, or None."""
-    return _state["import_error"]
+    return _backend.import_error

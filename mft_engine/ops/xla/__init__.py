@@ -33,13 +33,13 @@ CPU/CUDA code under torch.func.functionalize and torch.compile behaves as before
 """
 from __future__ import annotations
 
-import importlib.util
 import sys
 from collections.abc import Sequence
 
 import torch
 
 from .._args import check_names, check_rank_by, raise_nonfinite, round_lr, tensor_list
+from .._backend import OptionalBackend
 from . import kernels
 from .kernels import ENV_VAR, arithmetic_for, set_arithmetic
 
@@ -56,7 +56,8 @@ KERNELS = {
     "select_topk": kernels.select_topk,
 }
 
-_state: dict = {"registered": False, "import_error": None, "library": None}
+_backend = OptionalBackend("torch_xla")
+_state: dict = {"library": None}
 
 
 def _select_mask_xla(thetas, grads, lr, k, rank_by, literal, arithmetic="auto"):
@@ -134,15 +135,9 @@ def register() -> bool:
     Functionalize-key kernels once torch_xla is imported; returns whether both are in place (call it
     again after `import torch_xla`; `import_error()` says why nothing was registered). torch_xla itself
     is never imported here. Cost: one look-up of the installed packages."""
-    if _state["registered"]:
+    if _backend.registered:
         return True
-    try:
-        found = importlib.util.find_spec("torch_xla") is not None
-    except (ImportError, ValueError) as e:
-        _state["import_error"] = f"{type(e).__name__}: {e}"
-        return False
-    if not found:
-        _state["import_error"] = "ModuleNotFoundError: No module named 'torch_xla'"
+    if not _backend.installed():
         return False
     if _state["library"] is None:
         lib = torch.library.Library("mft", "FRAGMENT")  # noqa: TOR901  (kept alive in _state)
@@ -160,18 +155,17 @@ def register() -> bool:
         return False
     for name, impl in {**KERNELS, "select_mask_xla": _select_mask_xla}.items():
         _state["library"].impl(name, _functionalize_kernel(name, impl), "Functionalize")
-    _state["registered"] = True
-    return True
+    return _backend.mark_registered()
 
 
 def registered() -> bool:
     """Whether register() has registered the XLA kernels in this process."""
-    return bool(_state["registered"])
+    return _backend.registered
 
 
 def import_error() -> str | None:
     """Why torch_xla was not found when register() looked, or None."""
-    return _state["import_error"]
+    return _backend.import_error
 
 
 def device_count(k: int | torch.Tensor, device: torch.device) -> torch.Tensor:
