@@ -110,13 +110,23 @@ def _gram(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _rows(objective: Objective, params: Params, frozen: Params, examples: list) -> torch.Tensor:
-    """The factors of `examples` as rows [m, P] (fp32; zeros where a parameter does not reach the logits)."""
-    rows = []
-    for grads in example_factors(objective, params, frozen, examples):
-        rows.append(torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1)
-                               for p, g in zip(params.values(), grads)]))
-    return torch.stack(rows) if rows else torch.zeros(0, sum(p.numel() for p in params.values()))
+def _rows(objective: Objective, params: Params, frozen: Params, examples: list,
+          buffer: torch.Tensor | None = None) -> torch.Tensor:
+    """The factors of `examples` as rows [m, P] (the parameters' dtype; zeros where a parameter does not
+    reach the logits), each factor copied once into its row: into the first m rows of `buffer` when given
+    (reused across chunks: a fresh multi-GB tensor per chunk costs more in page faults than the copies)."""
+    sizes = [p.numel() for p in params.values()]
+    m = factors_per_example(objective) * len(examples)
+    if buffer is None or buffer.shape[0] < m:
+        buffer = torch.empty(m, sum(sizes), dtype=next(iter(params.values())).dtype)
+    rows = buffer[:m]
+    for r, grads in enumerate(example_factors(objective, params, frozen, examples)):
+        for piece, g in zip(rows[r].split(sizes), grads):
+            if g is None:
+                piece.zero_()
+            else:
+                piece.copy_(g.reshape(-1))
+    return rows
 
 
 def _examples(objective: Objective) -> list:
@@ -144,9 +154,12 @@ def _stream(objective: Objective, chunk_examples: int, fn: Callable[[torch.Tenso
     params, frozen = split_params(objective, None)
     examples, first = _local_examples(objective)
     lo = first * factors_per_example(objective)
+    buffer = None
     for i in range(0, len(examples), chunk_examples):
         chunk = examples[i:i + chunk_examples]
-        rows = _rows(objective, params, frozen, chunk)
+        rows = _rows(objective, params, frozen, chunk, buffer)
+        if buffer is None or rows.shape[0] > buffer.shape[0]:
+            buffer = rows
         fn(rows, lo)
         lo += rows.shape[0]
         if progress is not None:
@@ -214,10 +227,14 @@ def gauss_newton_lowrank(objective: Objective, b: Params, *, memory_bytes: float
     sizes = [len(chunk) for chunk in chunks]
     mine = share_rows([sum(sizes[i:]) for i in range(len(chunks))], w.size)[w.rank]
 
-    def rows_of(j: int) -> torch.Tensor:
+    buffers: dict[str, torch.Tensor] = {}  # one for row i's chunk, one for the chunks it meets
+
+    def rows_of(j: int, which: str) -> torch.Tensor:
         nonlocal passes, t_factor
         t = time.perf_counter()
-        rows = _rows(objective, params, frozen, chunks[j])
+        rows = _rows(objective, params, frozen, chunks[j], buffers.get(which))
+        if which not in buffers or rows.shape[0] > buffers[which].shape[0]:
+            buffers[which] = rows
         t_factor += time.perf_counter() - t
         passes += 1
         if progress is not None:
@@ -225,7 +242,7 @@ def gauss_newton_lowrank(objective: Objective, b: Params, *, memory_bytes: float
         return rows
 
     for i in mine:
-        a = rows_of(i)
+        a = rows_of(i, "row")
         ri = slice(offsets[i], offsets[i + 1])
         t = time.perf_counter()
         fb[ri] = sum(a[:, s:s + COLUMN_BLOCK].double() @ bvec[s:s + COLUMN_BLOCK]
@@ -233,7 +250,7 @@ def gauss_newton_lowrank(objective: Objective, b: Params, *, memory_bytes: float
         K[ri, ri] = _gram(a, a)
         t_gemm += time.perf_counter() - t
         for j in range(i + 1, len(chunks)):
-            bj = rows_of(j)
+            bj = rows_of(j, "other")
             rj = slice(offsets[j], offsets[j + 1])
             t = time.perf_counter()
             K[ri, rj] = _gram(a, bj)
