@@ -6,7 +6,8 @@
 # on cpu (counts, mask Jaccard, and the identical mask from one saved state) and validate-scorer on cuda
 # (params/s; ΔL against the CPU's on the same 50 items). Every step writes to $OUT and the script goes on
 # when one fails; summary.txt lists each step's exit status. Nothing is downloaded: random-weight models
-# only. Budget: about 8 minutes on one H100.
+# only. Issue 21: `mft run` and a Woodbury fit with two gloo ranks sharing the GPU. Budget: about
+# 10 minutes on one H100.
 set -u
 OUT=${OUT:-gpu_out}
 mkdir -p "$OUT"
@@ -35,6 +36,13 @@ step run_cpu 300 mft "${RUN[@]}" --device cpu --out "$OUT/run_cpu"
 CPU_STATE=$(ls -d "$OUT"/run_cpu/mft_*/gradient_state.safetensors 2>/dev/null | head -1)
 [ -n "$CPU_STATE" ] && step run_cuda_from_cpu_state 120 mft "${RUN[@]}" --device cuda --state "$CPU_STATE" \
   --out "$OUT/run_cuda_state"
+# issue 21: two gloo ranks sharing the one GPU (NCCL cannot place two ranks on one device), against the
+# one-process CUDA run above (the same mask up to the stated tolerance)
+step run_cuda_2gloo 240 torchrun --standalone --nproc-per-node 2 -m mft_engine.cli "${RUN[@]}" --device cuda:0 \
+  --dist-backend gloo --out "$OUT/run_cuda_2gloo"
+step fit_influence_cuda_2gloo 240 torchrun --standalone --nproc-per-node 2 -m mft_engine.cli fit-influence \
+  --model bert-base-random --samples 64 --solver woodbury --device cuda:0 --dist-backend gloo --quiet --json \
+  --fits-dir "$OUT/fits_2gloo"
 VS=(validate-scorer --model bert-base-random --samples 64 --scorers gradient --held-out none --damping-sweep ""
     --no-additivity --quiet)
 step validate_cuda_1000 240 mft "${VS[@]}" --n-params 1000 --device cuda --out "$OUT/vs_cuda_1000"
@@ -57,6 +65,12 @@ if cuda and cpu:
           "jaccard", len(a & b) / max(len(a | b), 1))
     print("run device", rg["device"], "zero_s", [f["zero_s"] for f in rg["fractions"]],
           "read_bound_s", [f["read_bound_s"] for f in rg["fractions"]])
+two = one("run_cuda_2gloo/mft_*")
+if cuda and two:
+    a, b = mask(cuda), mask(two)
+    print("run cuda: 1 process vs 2 gloo ranks on one GPU: jaccard", len(a & b) / max(len(a | b), 1),
+          "collect_s", json.load(open(f"{cuda}/results.json"))["timings"]["collect_s"],
+          json.load(open(f"{two}/results.json"))["timings"]["collect_s"])
 if cpu and state:
     print("identical mask from the CPU's saved state:", mask(cpu) == mask(state))
 v_cuda, v_cpu, v_big = one("vs_cuda_50/validate_*"), one("vs_cpu_50/validate_*"), one("vs_cuda_1000/validate_*")
