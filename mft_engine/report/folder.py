@@ -28,7 +28,7 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from ..errors import MftError, OutputError, ResumeError
 
@@ -158,6 +158,22 @@ def check_output_parent(out: Path, flag: str = "--out") -> bool:
     if not os.access(out, os.W_OK | os.X_OK):
         raise OutputError(f"{flag} {out} is not writable")
     return created
+
+
+@contextlib.contextmanager
+def _temporary_for(final: Path, before_replace: Callable[[], None] | None = None) -> Iterator[Path]:
+    """A temporary path beside `final` (same extension, this process's name), renamed over `final` when
+    the block ends without error (after `before_replace()`), removed otherwise: a file complete or absent."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f"{_TMP_PREFIX}{os.getpid()}-{final.name}")
+    try:
+        yield tmp
+        if before_replace is not None:
+            before_replace()
+        os.replace(tmp, final)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
 
 
 class ResultsFolder:
@@ -360,20 +376,17 @@ class ResultsFolder:
         if not self._confirmed:
             raise RuntimeError("a resumed ResultsFolder is written before confirm()")
         final = self.tmp / name
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f"{_TMP_PREFIX}{os.getpid()}-{final.name}")
-        try:
-            yield tmp
+
+        def back_up() -> None:
             if final in self._found and final not in self._backups and final.exists():
                 backup = final.with_name(_BACKUP_PREFIX + final.name)
                 with contextlib.suppress(FileNotFoundError):
                     backup.unlink()
                 os.link(final, backup)
                 self._backups[final] = backup
-            os.replace(tmp, final)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+
+        with _temporary_for(final, back_up) as tmp:
+            yield tmp
 
     def write_bytes(self, name: str, data: bytes) -> Path:
         with self.writing(name) as p:
@@ -411,15 +424,9 @@ class RankWriter:
 
     @contextlib.contextmanager
     def writing(self, name: str) -> Iterator[Path]:
-        final = self.tmp / name
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f"{_TMP_PREFIX}{os.getpid()}-{final.name}")
-        try:
+        """A temporary path to write `name` to, renamed over it when the block ends without error."""
+        with _temporary_for(self.tmp / name) as tmp:
             yield tmp
-            os.replace(tmp, final)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
 
     def write_json(self, name: str, data: Any) -> Path:
         with self.writing(name) as p:

@@ -2,7 +2,6 @@
 tolerance: the Gauss-Newton and Hessian products, the exact diagonal, the batched products and the
 inverse solves (CG, PCG, block CG, Woodbury with all factors at once and in chunks); LiSSA is refused."""
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import torch
 from mft_engine.scoring.curvature.lowrank import share_rows
 
 from . import dist_curvature
+from .launch import main_one_thread, torchrun_cli
 
 SCRIPT = Path(dist_curvature.__file__)
 
@@ -92,14 +92,6 @@ def test_lissa_is_refused_by_several_processes():
     assert "LiSSA's steps each use one batch in turn" in r.stderr + r.stdout
 
 
-def _cli_torchrun(args: list[str], **env) -> subprocess.CompletedProcess:
-    exe = shutil.which("torchrun")
-    launcher = [exe] if exe else [sys.executable, "-m", "torch.distributed.run"]
-    return subprocess.run([*launcher, "--standalone", "--nproc-per-node", "2", "-m", "mft_engine.cli", *args,
-                           "--dist-backend", "gloo"], capture_output=True, text=True, timeout=300, check=False,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", **env})
-
-
 @pytest.fixture(scope="module")
 def glue(tmp_path_factory):
     from ..cli.test_bad_input import sst2_folder
@@ -116,18 +108,11 @@ FIT_ARGS = ["fit-influence", "--model", "bert-tiny-random", "--samples", "32", "
 def test_fit_influence_under_torchrun_writes_one_fit_equal_to_one_process(glue, tmp_path, capsys):
     from safetensors.torch import load_file
 
-    from mft_engine.cli import main
-
-    r = _cli_torchrun([*FIT_ARGS, "--data-dir", str(glue), "--fits-dir", str(tmp_path / "two")])
+    r = torchrun_cli([*FIT_ARGS, "--data-dir", str(glue), "--fits-dir", str(tmp_path / "two")])
     assert r.returncode == 0, r.stderr[-3000:]
     reports = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
     assert len(reports) == 1  # rank 0 reports, rank 1 is silent
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main([*FIT_ARGS, "--data-dir", str(glue), "--fits-dir", str(tmp_path / "one")]) == 0
-    finally:
-        torch.set_num_threads(threads)
+    assert main_one_thread([*FIT_ARGS, "--data-dir", str(glue), "--fits-dir", str(tmp_path / "one")]) == 0
     (name,) = [p.name for p in (tmp_path / "two").iterdir()]
     assert name == reports[0]["name"] and not list((tmp_path / "two").glob(".*"))
     a = load_file(str(tmp_path / "one" / name / "solution.safetensors"))
@@ -139,7 +124,7 @@ def test_fit_influence_under_torchrun_writes_one_fit_equal_to_one_process(glue, 
 
 
 def test_bench_cg_under_torchrun_reports_once(glue):
-    r = _cli_torchrun(["bench", "cg", "--model", "bert-tiny-random", "--data-dir", str(glue), "--samples", "16",
+    r = torchrun_cli(["bench", "cg", "--model", "bert-tiny-random", "--data-dir", str(glue), "--samples", "16",
                        "--solvers", "cg,woodbury", "--budget-s", "30", "--quiet", "--json"])
     assert r.returncode == 0, r.stderr[-3000:]
     (line,) = [line for line in r.stdout.splitlines() if line.startswith("{")]
@@ -160,18 +145,11 @@ def test_influence_sweep_under_torchrun_equals_one_process(glue, tmp_path, capsy
     scores by rounding, so its cells agree wherever its lowest-N picks do)."""
     import numpy as np
 
-    from mft_engine.cli import main
-
-    r = _cli_torchrun([*SWEEP_ARGS, "--data-dir", str(glue), "--out", str(tmp_path / "two")])
+    r = torchrun_cli([*SWEEP_ARGS, "--data-dir", str(glue), "--out", str(tmp_path / "two")])
     assert r.returncode == 0, r.stderr[-3000:]
     (line,) = [line for line in r.stdout.splitlines() if line.startswith("{")]  # rank 0 alone reports
     two = json.loads(line)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main([*SWEEP_ARGS, "--data-dir", str(glue), "--out", str(tmp_path / "one")]) == 0
-    finally:
-        torch.set_num_threads(threads)
+    assert main_one_thread([*SWEEP_ARGS, "--data-dir", str(glue), "--out", str(tmp_path / "one")]) == 0
     one = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert two["cells"] == {"computed": 14, "finished_earlier": 0, "processes": 2}
     assert len(list((tmp_path / "two").iterdir())) == 1  # rank 1 wrote no folder of its own

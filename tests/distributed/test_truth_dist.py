@@ -4,13 +4,9 @@ shards it had not finished. Items are split by estimated cost, in contiguous blo
 import csv
 import glob
 import os
-import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-import torch
 
 from mft_engine.cli import main
 from mft_engine.collect.distributed import World
@@ -19,6 +15,7 @@ from mft_engine.scoring.ground_truth import RemovalOracle
 
 from ..cli.test_bad_input import sst2_folder
 from ..train.conftest import keyword_rows
+from .launch import main_one_thread, torchrun_cli
 
 ARGS = ["validate-scorer", "--model", "bert-tiny-random", "--samples", "16", "--batch-size", "8", "--n-params", "60",
         "--scorers", "gradient,magnitude", "--damping-sweep", "", "--no-additivity", "--held-out", "evaluation",
@@ -96,19 +93,9 @@ def test_resume_with_other_settings_is_refused(glue, tmp_path, capsys):
 
 
 def test_two_processes_measure_the_one_process_delta(glue, tmp_path):
-    exe = shutil.which("torchrun")
-    launcher = [exe] if exe else [sys.executable, "-m", "torch.distributed.run"]
-    r = subprocess.run([*launcher, "--standalone", "--nproc-per-node", "2", "-m", "mft_engine.cli", *ARGS,
-                        "--data-dir", str(glue), "--dist-backend", "gloo", "--out", str(tmp_path / "two")],
-                       capture_output=True, text=True, timeout=300, check=False,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    r = torchrun_cli([*ARGS, "--data-dir", str(glue), "--out", str(tmp_path / "two")])
     assert r.returncode == 0, r.stderr[-3000:]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main([*ARGS, "--data-dir", str(glue), "--out", str(tmp_path / "one")]) == 0
-    finally:
-        torch.set_num_threads(threads)
+    assert main_one_thread([*ARGS, "--data-dir", str(glue), "--out", str(tmp_path / "one")]) == 0
     (one,), (two,) = glob.glob(str(tmp_path / "one" / "validate_*")), glob.glob(str(tmp_path / "two" / "validate_*"))
     a, b = _delta(one), _delta(two)
     for col in a:
