@@ -164,13 +164,12 @@ def reduce_state(state: GradientState, w: World | None = None) -> GradientState:
     names, mods = list(state.names), sorted(state.act_sq)
     # One collective per kind of tensor, on one flat buffer each: hundreds of per-tensor collectives cost
     # more in latency than the bytes they move.
-    sums = _unpack(sum_in_rank_order(_pack([state.grad_sum[n] for n in names] + [state.sq_sum[n] for n in names]), w),
-                   [state.grad_sum[n] for n in names] + [state.sq_sum[n] for n in names])
-    counts = _pack([state.pos_count[n] for n in names] + [state.neg_count[n] for n in names])
+    sums = sum_each_in_rank_order([state.grad_sum[n] for n in names] + [state.sq_sum[n] for n in names], w)
+    like = [state.pos_count[n] for n in names] + [state.neg_count[n] for n in names]
+    counts = _pack(like)
     dist.all_reduce(counts, op=dist.ReduceOp.SUM)
-    counts = _unpack(counts, [state.pos_count[n] for n in names] + [state.neg_count[n] for n in names])
-    acts = (_unpack(sum_in_rank_order(_pack([state.act_sq[m] for m in mods]), w), [state.act_sq[m] for m in mods])
-            if mods else [])
+    counts = _unpack(counts, like)
+    acts = sum_each_in_rank_order([state.act_sq[m] for m in mods], w)
     k = len(names)
     out = GradientState(
         names, dict(zip(names, sums[:k])), dict(zip(names, sums[k:])), dict(zip(names, counts[:k])),
@@ -197,6 +196,15 @@ def sum_in_rank_order(t: torch.Tensor, w: World | None = None) -> torch.Tensor:
     for p in parts:  # rank order: the same association on every rank and every run
         total += p.double()
     return total
+
+
+def sum_each_in_rank_order(tensors: list[torch.Tensor], w: World | None = None) -> list[torch.Tensor]:
+    """`sum_in_rank_order` of each tensor, through one collective on them flattened into one buffer; each
+    result is a new tensor shaped and typed like its input (the float64 sum cast back once). Alone, copies
+    of the inputs. Cost: one all_gather of all of them (world size × their bytes)."""
+    if not tensors:
+        return []
+    return _unpack(sum_in_rank_order(_pack(tensors), w), tensors)
 
 
 def _pack(tensors: list[torch.Tensor]) -> torch.Tensor:

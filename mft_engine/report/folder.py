@@ -160,6 +160,11 @@ def check_output_parent(out: Path, flag: str = "--out") -> bool:
     return created
 
 
+def json_bytes(data: Any) -> bytes:
+    """How every results-folder JSON file is written: `jsonable(data)`, indented by 2, one final newline."""
+    return (json.dumps(jsonable(data), indent=2) + "\n").encode()
+
+
 @contextlib.contextmanager
 def _temporary_for(final: Path, before_replace: Callable[[], None] | None = None) -> Iterator[Path]:
     """A temporary path beside `final` (same extension, this process's name), renamed over `final` when
@@ -394,7 +399,7 @@ class ResultsFolder:
         return self.tmp / name
 
     def write_json(self, name: str, data: Any) -> Path:
-        return self.write_bytes(name, (json.dumps(jsonable(data), indent=2) + "\n").encode())
+        return self.write_bytes(name, json_bytes(data))
 
     def write_text(self, name: str, text: str) -> Path:
         return self.write_bytes(name, text.encode())
@@ -430,7 +435,7 @@ class RankWriter:
 
     def write_json(self, name: str, data: Any) -> Path:
         with self.writing(name) as p:
-            p.write_bytes((json.dumps(jsonable(data), indent=2) + "\n").encode())
+            p.write_bytes(json_bytes(data))
         return self.tmp / name
 
     def keep_on_failure(self, path: str | Path, delete_after_commit: bool = True) -> None:

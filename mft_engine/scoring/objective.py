@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from ..collect.distributed import World, shard, sum_in_rank_order
+from ..collect.distributed import World, shard, sum_each_in_rank_order
 from ..device import model_device, to_device
 from ..errors import ConfigError
 
@@ -48,8 +48,9 @@ class Objective:
 
     `world` (a collect.distributed.World of an initialised process group) shards the curvature work
     across processes: every rank holds all `batches`; the products (hvp, gnvp, batched_*), the Gauss-Newton
-    diagonal and the Woodbury factors run over this rank's part (`local_batches`, `local_examples`) and
-    are summed over the ranks in rank order (`all_sum`), so every rank gets the same result. `loss` and
+    diagonal and the Woodbury factors run over this rank's contiguous share of the examples
+    (`local_batches`; curvature/lowrank.py shares the examples the same way) and are summed over the ranks
+    in rank order (`all_sum`), so every rank gets the same result. `loss` and
     `gradient` always run over every batch (ground truth and autograd call them).
     """
 
@@ -105,15 +106,7 @@ class Objective:
         rank order in float64, cast back): identical on every rank. Alone: `params` unchanged."""
         if not self.sharded or not params:
             return params
-        names = list(params)
-        flat = torch.cat([params[n].reshape(-1) for n in names])
-        total = sum_in_rank_order(flat, self.world)
-        out, start = {}, 0
-        for n in names:
-            t = params[n]
-            out[n] = total[start:start + t.numel()].view(t.shape).to(t.dtype)
-            start += t.numel()
-        return out
+        return dict(zip(params, sum_each_in_rank_order(list(params.values()), self.world)))
 
     def params(self) -> Params:
         """The current values of the chosen parameters, detached (views of the model's storage)."""

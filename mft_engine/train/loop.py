@@ -172,7 +172,7 @@ def train_model(
                         on_reached(reached, step)
                         model.train()
                         tlog.checkpoint_s += time.perf_counter() - t
-                    if getattr(config, "stop_when_saved", False) and not targets.pending:
+                    if config.stop_when_saved and not targets.pending:
                         tlog.stopped_when_saved = True
                 if patience > 0 and due:
                     if tlog.best_metric is None or value_m > tlog.best_metric:
