@@ -103,24 +103,39 @@ def batch_cost(batch: Any) -> int:
     return int(ids.numel()) if isinstance(ids, torch.Tensor) and ids.dim() == 2 else 1
 
 
-def shard_by_cost(costs: list[float], w: World) -> range:
-    """Rank `w.rank`'s contiguous block of items (batches, in order) whose `costs` add up to about an equal
-    share of the total: cut where the cumulative cost crosses r/size of it, so a rank of long sentences
-    does not hold up the others. Every rank gets at least one item; ConfigError when there are fewer
-    items than ranks. Alone, every item."""
+def shard_by_cost(costs: list[float] | np.ndarray, w: World, at_least_one: bool = True) -> range:
+    """Rank `w.rank`'s contiguous block of items (batches, sampled parameters; in order) whose `costs` add
+    up to about an equal share of the total: cut where the cumulative cost crosses r/size of it, so a rank
+    of long sentences does not hold up the others. With `at_least_one`, every rank gets an item and fewer
+    items than ranks is a ConfigError; without, a block may be empty. Alone, every item."""
     n = len(costs)
     if not w.distributed:
         return range(n)
-    if n < w.size:
+    if at_least_one and n < w.size:
         raise ConfigError(f"{n} batches cannot be shared by {w.size} processes: use at most {n} processes or "
                           "more samples")
     cum = np.cumsum(np.asarray(costs, dtype=np.float64))
     cuts = [0]
     for r in range(1, w.size):
-        cut = int(np.searchsorted(cum, cum[-1] * r / w.size, side="left")) + 1
-        cuts.append(min(max(cut, cuts[-1] + 1), n - (w.size - r)))  # at least one item per rank
+        cut = int(np.searchsorted(cum, cum[-1] * r / w.size, side="left")) + 1 if n else 0
+        if at_least_one:
+            cut = min(max(cut, cuts[-1] + 1), n - (w.size - r))
+        cuts.append(min(max(cut, cuts[-1]), n))
     cuts.append(n)
     return range(cuts[w.rank], cuts[w.rank + 1])
+
+
+def deal_by_cost(costs: list[float] | np.ndarray, size: int, loads: list[float] | None = None) -> list[list[int]]:
+    """Items (by index) per rank, not contiguous: the costliest first, each to the rank with the least load
+    so far (`loads`: what each already holds; ties to the lower rank), so every rank computes the same deal.
+    Returns each rank's indices in increasing order."""
+    load = list(loads) if loads is not None else [0.0] * size
+    out: list[list[int]] = [[] for _ in range(size)]
+    for i in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
+        r = min(range(size), key=lambda r: (load[r], r))
+        load[r] += costs[i]
+        out[r].append(i)
+    return [sorted(rows) for rows in out]
 
 
 def rank_tag(w: World) -> str:

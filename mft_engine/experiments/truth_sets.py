@@ -2,7 +2,7 @@
 
 `truth_sets` builds the scoring half and the held-out set of --held-out (`TruthSet`); `measure_set` zeroes
 every sampled item alone on one set, in chunks of examples (`chunked`), each torchrun rank its `item_block`
-of the items (cut by `item_cost`), writing each (chunk, rank) result as a shard under the run folder's
+of the items (cut by RemovalOracle.item_costs) and its `noise_share` of the noise floor, writing each (chunk, rank) result as a shard under the run folder's
 TRUTH_DIR that --resume reads back, and returns the set's `SetTruth` (ΔL, per-example loss changes, noise
 floor, bootstrap classes; `SetTruth.judge` judges a scorer against them); `reuse_ground_truth` reads the
 same from an earlier run's folder instead (--ground-truth). experiments/validate_scorer.py runs the
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..collect.distributed import World, rank_tag
+from ..collect.distributed import World, deal_by_cost, rank_tag, shard_by_cost
 from ..errors import ConfigError
 from ..report.progress import Progress
 from ..scoring.ground_truth.judge import ScorerVerdict, base_rate, class_counts, classify_items, judge_scorer
@@ -150,27 +150,25 @@ class SetTruth:
         return singles, joint
 
 
-def item_cost(name: str, n_layers: int) -> float:
-    """The relative cost of one item's ΔL: the encoder layers re-run from its own (an embedding item: all of
-    them; the pooler and classifier: only the head, counted as a quarter layer)."""
-    import re
-
-    m = re.search(r"(?:^|\.)layer\.(\d+)\.", name)
-    if m:
-        return float(n_layers - int(m.group(1)))
-    return float(n_layers + 1) if "embeddings" in name else 0.25
+def item_block(costs: np.ndarray, w: World) -> range:
+    """This rank's contiguous block of the items whose estimated `costs` (RemovalOracle.item_costs) are
+    given, in flat order so a layer's items stay together for stacking, cut where the cumulative cost
+    crosses each rank's equal share (a block may be empty). Blocks cover every item once; alone, all."""
+    return shard_by_cost(costs, w, at_least_one=False)
 
 
-def item_block(items: list[tuple[str, int]], n_layers: int, w: World) -> range:
-    """This rank's contiguous block of `items` (in flat order, so a layer's items stay together for
-    stacking), cut where the cumulative `item_cost` crosses each rank's equal share. Blocks cover every
-    item once; alone, all of them."""
-    if not w.distributed or not items:
-        return range(len(items))
-    cum = np.cumsum([item_cost(n, n_layers) for n, _ in items])
-    cuts = [0] + [int(np.searchsorted(cum, cum[-1] * r / w.size, side="right")) for r in range(1, w.size)]
-    cuts.append(len(items))
-    return range(cuts[w.rank], max(cuts[w.rank], cuts[w.rank + 1]))
+def noise_share(parts: dict[str, float], costs: np.ndarray, w: World) -> list[str]:
+    """The noise-floor parts (RemovalOracle.noise_parts: name → estimated cost) this rank measures: dealt
+    costliest first to the rank whose items and parts cost least so far, so the ranks finish together."""
+    if not w.distributed:
+        return list(parts)
+    cum = np.concatenate([[0.0], np.cumsum(costs)])
+    loads = []
+    for r in range(w.size):
+        b = item_block(costs, World(r, w.size))
+        loads.append(float(cum[b.stop] - cum[b.start]))
+    names = list(parts)
+    return [names[i] for i in deal_by_cost([parts[n] for n in names], w.size, loads)[w.rank]]
 
 
 def _shard_keys(items: list[tuple[str, int]]) -> np.ndarray:
@@ -196,17 +194,18 @@ def _write_shard(path: Path, items: list[tuple[str, int]], delta: np.ndarray, ch
     os.replace(tmp, path)  # a shard is whole or absent
 
 
-def _gather_items(delta: np.ndarray, changes: np.ndarray, seconds: float, w: World
-                  ) -> tuple[np.ndarray, np.ndarray, float]:
-    """Every rank's (ΔL, changes) concatenated in rank order (= item order), and the slowest rank's seconds."""
+def _gather_items(delta: np.ndarray, changes: np.ndarray, seconds: float, noise: dict[str, np.ndarray], w: World
+                  ) -> tuple[np.ndarray, np.ndarray, float, dict[str, np.ndarray]]:
+    """Every rank's (ΔL, changes) concatenated in rank order (= item order), the slowest rank's seconds, and
+    every rank's measured noise parts in one dict."""
     if not w.distributed:
-        return delta, changes, seconds
+        return delta, changes, seconds, noise
     import torch.distributed as dist
 
     parts: list[Any] = [None] * w.size
-    dist.all_gather_object(parts, (delta, changes, seconds))
+    dist.all_gather_object(parts, (delta, changes, seconds, noise))
     return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts], axis=0),
-            max(p[2] for p in parts))
+            max(p[2] for p in parts), {k: v for p in parts for k, v in p[3].items()})
 
 
 def measure_set(ts: TruthSet, model: torch.nn.Module, items: list[tuple[str, int]], cfg: ValidateConfig,
@@ -219,10 +218,11 @@ def measure_set(ts: TruthSet, model: torch.nn.Module, items: list[tuple[str, int
     cache is what grows with the examples); ΔL = Σ_chunks (n_c / n) ΔL_c, and a one-chunk set's ΔL is its
     oracle's, bit for bit. Each (chunk, rank) result is a shard file in `truth_dir`, written when it
     finishes and read back instead of measured when it is there (--resume). Under torchrun each rank
-    measures its `item_block` of the items, the blocks are gathered in rank order, and rank 0 alone goes on
-    (other ranks get None). With `reused` (reuse_ground_truth) nothing is zeroed. Cost: per chunk an
-    oracle's forward and k item evaluations (k / world size per rank); the noise floor once;
-    classify_items (k·n·resamples flops).
+    measures its `item_block` of the items (per chunk, by that chunk's item costs) and on the first chunk
+    its `noise_share` of the noise floor's parts; blocks and parts are gathered in rank order, and rank 0
+    alone goes on (other ranks get None). With `reused` (reuse_ground_truth) nothing is zeroed. Cost: per
+    chunk an oracle's forward and k item evaluations (about 1 / world size of their cost per rank); the
+    noise floor once (shared the same way); classify_items (k·n·resamples flops).
     """
     from ..scoring.ground_truth import RemovalOracle
 
@@ -237,13 +237,14 @@ def measure_set(ts: TruthSet, model: torch.nn.Module, items: list[tuple[str, int
     else:
         delta = np.zeros(len(items), dtype=np.float64)
         changes, base, noise, kept, seconds = [], 0.0, {}, None, 0.0
-        block = item_block(items, int(getattr(model.config, "num_hidden_layers", 1)), w)
-        mine = items[block.start:block.stop]
         for c, part in enumerate(chunks):
             label = ts.name if len(chunks) == 1 else f"{ts.name} {c + 1}/{len(chunks)}"
             progress.phase(f"ground truth ({label}): cache activations")
             o = RemovalOracle(model, part, dtype=dtype)
             progress.done()
+            costs = o.item_costs(items)
+            block = item_block(costs, w)
+            mine = items[block.start:block.stop]
             progress.phase(f"ground truth ({label}): zero each parameter alone", len(mine))
             def tick(k: int, done: list[int] = [0]) -> None:  # noqa: B006  (one counter per chunk)
                 progress.advance(k - done[0])
@@ -260,9 +261,16 @@ def measure_set(ts: TruthSet, model: torch.nn.Module, items: list[tuple[str, int
                 d_mine, ch_mine = got
                 log.info("ground truth %s: %d items read back from %s", label, len(mine), shard.name)
                 progress.advance(len(mine))
-            d, ch, secs = _gather_items(d_mine, ch_mine, time.perf_counter() - t, w)
-            seconds += secs
+            item_s = time.perf_counter() - t
             progress.done()
+            measured: dict[str, np.ndarray] = {}
+            if c == 0 and w.distributed:  # the noise floor's parts, shared out like the items
+                share = noise_share(o.noise_parts(seed=cfg.data.seed), costs, w)
+                progress.phase(f"ground truth ({label}): noise floor ({len(share)} parts)")
+                measured = {p: o.measure_noise(p, seed=cfg.data.seed) for p in share}
+                progress.done()
+            d, ch, secs, measured = _gather_items(d_mine, ch_mine, item_s, measured, w)
+            seconds += secs
             if not w.is_main:
                 del o
                 continue
@@ -273,7 +281,7 @@ def measure_set(ts: TruthSet, model: torch.nn.Module, items: list[tuple[str, int
             if c == 0:
                 progress.phase(f"ground truth ({label}): noise floor")
                 noise = o.noise_floor(seed=cfg.data.seed, pilot=PILOT_ITEMS, pilot_items=[items[i] for i in pilot],
-                                      pilot_delta=d[pilot])
+                                      pilot_delta=d[pilot], measured=measured)
                 noise["measured_on_examples"] = o.n
                 progress.done()
             kept = o if len(chunks) == 1 else None

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mft_engine.scoring.curvature.lowrank import share_rows
+from mft_engine.collect.distributed import deal_by_cost
 
 from . import dist_curvature
 from .launch import main_one_thread, torchrun_cli
@@ -35,11 +35,11 @@ def _rel(a: dict, b: dict) -> float:
 
 
 def test_block_rows_are_shared_by_cost():
-    rows = share_rows([12 - i for i in range(12)], 2)  # the 12 chunk rows of minilm's 256 examples
+    rows = deal_by_cost([12 - i for i in range(12)], 2)  # the 12 chunk rows of minilm's 256 examples
     assert sorted(rows[0] + rows[1]) == list(range(12))
     assert sum(12 - i for i in rows[0]) == sum(12 - i for i in rows[1]) == 39
-    assert share_rows([3, 2, 1], 1) == [[0, 1, 2]]
-    assert share_rows([1], 3) == [[0], [], []]
+    assert deal_by_cost([3, 2, 1], 1) == [[0, 1, 2]]
+    assert deal_by_cost([1], 3) == [[0], [], []]
 
 
 @pytest.fixture(scope="module")

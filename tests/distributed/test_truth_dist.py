@@ -3,6 +3,7 @@ process, each rank writing its own shards; an interrupted run resumed with --res
 shards it had not finished. Items are split by estimated cost, in contiguous blocks."""
 import csv
 import glob
+import json
 import os
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from mft_engine.cli import main
 from mft_engine.collect.distributed import World
-from mft_engine.experiments.truth_sets import item_block, item_cost
+from mft_engine.experiments.truth_sets import item_block, noise_share
 from mft_engine.scoring.ground_truth import RemovalOracle
 
 from ..cli.test_bad_input import sst2_folder
@@ -35,15 +36,23 @@ def _delta(folder) -> dict[str, list[float]]:
 
 
 def test_blocks_are_contiguous_cover_every_item_and_balance_cost():
-    items = [(f"bert.encoder.layer.{L}.attention.self.query.weight", i) for L in range(4) for i in range(10)]
-    items += [("classifier.weight", i) for i in range(8)]
-    blocks = [item_block(items, 4, World(r, 2)) for r in range(2)]
-    assert [i for b in blocks for i in b] == list(range(len(items)))
-    costs = [sum(item_cost(items[i][0], 4) for i in b) for b in blocks]
-    assert abs(costs[0] - costs[1]) <= 4  # within one item's cost
-    assert item_cost("bert.embeddings.word_embeddings.weight", 4) > item_cost("bert.encoder.layer.0.x.weight", 4) \
-        > item_cost("bert.encoder.layer.3.x.weight", 4) > item_cost("classifier.weight", 4)
-    assert item_block(items, 4, World()) == range(len(items))
+    costs = np.array([4.0 - L for L in range(4) for _ in range(10)] + [0.01] * 8)
+    blocks = [item_block(costs, World(r, 2)) for r in range(2)]
+    assert [i for b in blocks for i in b] == list(range(len(costs)))
+    loads = [costs[b.start:b.stop].sum() for b in blocks]
+    assert abs(loads[0] - loads[1]) <= 4  # within one item's cost
+    assert item_block(costs, World()) == range(len(costs))
+    assert [len(item_block(np.ones(1), World(r, 3))) for r in range(3)] == [1, 0, 0]  # fewer items than ranks
+    assert [len(item_block(np.zeros(0), World(r, 2))) for r in range(2)] == [0, 0]
+
+
+def test_noise_parts_go_to_the_rank_with_less_work():
+    parts = {"a": 5.0, "b": 3.0, "c": 2.0, "d": 1.0}
+    costs = np.array([10.0, 1.0, 1.0, 1.0])  # rank 0's block holds the costly item
+    shares = [noise_share(parts, costs, World(r, 2)) for r in range(2)]
+    assert sorted(shares[0] + shares[1]) == sorted(parts)
+    assert shares[0] == ["c"] and shares[1] == ["a", "b", "d"]  # loads end 12 and 12
+    assert noise_share(parts, costs, World()) == list(parts)
 
 
 def test_resume_measures_only_the_unfinished_shards(glue, tmp_path, monkeypatch, capsys):
@@ -98,6 +107,9 @@ def test_two_processes_measure_the_one_process_delta(glue, tmp_path):
     assert main_one_thread([*ARGS, "--data-dir", str(glue), "--out", str(tmp_path / "one")]) == 0
     (one,), (two,) = glob.glob(str(tmp_path / "one" / "validate_*")), glob.glob(str(tmp_path / "two" / "validate_*"))
     a, b = _delta(one), _delta(two)
+    # the noise floor's parts were shared out between the ranks: the same measurements, the same floor
+    noise = [json.loads(open(f"{f}/results.json").read())["noise"] for f in (one, two)]
+    assert noise[0] == noise[1]
     for col in a:
         # each item is the same computation whichever rank runs it; stacking other items of its layer beside it
         # can move the last bits (float64): 1e-12 absolute is far below any ΔL here

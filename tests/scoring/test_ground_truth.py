@@ -194,6 +194,39 @@ def test_noise_floor_float64_is_tiny(oracle):
     assert floor["relative_max"] < 1e-13 and "float32_allowed" not in floor
 
 
+def test_noise_floor_from_parts_measured_elsewhere_is_the_same(oracle):
+    """What several processes do: each measures some of the parts, and the floor assembled from them is the
+    one-process floor bit for bit (every part is the same computation wherever it runs)."""
+    whole = oracle.noise_floor(n_repeats=3, seed=2)
+    parts = oracle.noise_parts(n_repeats=3, seed=2)
+    assert len(parts) == 1 + 3 + 4 and all(c > 0 for c in parts.values())
+    assert parts["noop_stacked"] == pytest.approx(sum(parts[f"noop_alone_{k}"] for k in range(3)))
+    some = {p: oracle.measure_noise(p, n_repeats=3, seed=2) for p in list(parts)[::2]}
+    assert oracle.noise_floor(n_repeats=3, seed=2, measured=some) == whole
+    every = {p: oracle.measure_noise(p, n_repeats=3, seed=2) for p in parts}
+    assert oracle.noise_floor(n_repeats=3, seed=2, measured=every) == whole
+    with pytest.raises(ValueError, match="unknown noise part"):
+        oracle.measure_noise("noop_sideways")
+
+
+def test_item_costs_follow_what_an_item_reruns(oracle):
+    n_layers = len(oracle.weights.layers)
+    emb, row = "bert.embeddings.word_embeddings.weight", oracle.weights.hidden
+    read = int(oracle.packed.input_ids[5])
+    unread = next(t for t in range(1000, 30000) if not bool((oracle.packed.input_ids == t).any()))
+    items = [(f"bert.encoder.layer.{L}.attention.self.query.weight", 3) for L in range(n_layers)]
+    items += [(f"bert.encoder.layer.0.{m}", 3) for m in ("intermediate.dense.weight", "attention.self.key.bias")]
+    items += [("bert.embeddings.LayerNorm.weight", 1), (emb, read * row), (emb, unread * row), ("classifier.weight", 1)]
+    c = oracle.item_costs(items)
+    layers = c[:n_layers]
+    assert np.all(np.diff(layers) < 0)  # an earlier layer re-runs more
+    assert c[n_layers] < layers[0]      # the feed-forward side of a layer re-runs less than its attention side
+    assert c[n_layers + 1] < 0.1        # a key bias changes nothing
+    ln, word, none, head = c[n_layers + 2:]
+    assert abs(ln - layers[0]) < 0.2 and layers[0] > 1  # the whole encoder, or all of it but a query
+    assert 0 < word <= ln and none < 0.1 and head < 0.1
+
+
 def test_float32_oracle_agrees_with_float64(model, batches, oracle):
     o32 = RemovalOracle(model, batches, dtype=torch.float32)
     items = oracle.random_items(10, seed=7) + [("classifier.weight", 3), ("bert.pooler.dense.bias", 9)]

@@ -42,7 +42,7 @@ import torch
 
 import torch.distributed as dist
 
-from ...collect.distributed import World, shard, sum_in_rank_order
+from ...collect.distributed import World, deal_by_cost, shard, sum_in_rank_order
 from ...errors import ConfigError
 from ..objective import Objective
 from .hvp import example_factors, flatten, single_examples, split_params
@@ -166,17 +166,6 @@ def _stream(objective: Objective, chunk_examples: int, fn: Callable[[torch.Tenso
             progress(len(chunk))
 
 
-def share_rows(costs: list[int], size: int) -> list[list[int]]:
-    """Rows (by index) per rank, `costs[i]` the work of row i: longest first, each to the least-loaded
-    rank (ties to the lower rank), so every rank computes the same split."""
-    loads, out = [0] * size, [[] for _ in range(size)]
-    for i in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
-        r = min(range(size), key=lambda r: (loads[r], r))
-        loads[r] += costs[i]
-        out[r].append(i)
-    return [sorted(rows) for rows in out]
-
-
 def factors_per_example(objective: Objective) -> int:
     """Rank-one terms each example adds to G: 1 for two classes, C for C > 2 (hvp.example_factors)."""
     c = getattr(getattr(objective.model, "config", None), "num_labels", 2)
@@ -225,7 +214,7 @@ def gauss_newton_lowrank(objective: Objective, b: Params, *, memory_bytes: float
     w = objective.world if objective.sharded else World()
     # A rank's block rows (row i computes chunks i, i+1, …: its cost is their examples); alone, every row.
     sizes = [len(chunk) for chunk in chunks]
-    mine = share_rows([sum(sizes[i:]) for i in range(len(chunks))], w.size)[w.rank]
+    mine = deal_by_cost([sum(sizes[i:]) for i in range(len(chunks))], w.size)[w.rank]
 
     buffers: dict[str, torch.Tensor] = {}  # one for row i's chunk, one for the chunks it meets
 

@@ -45,6 +45,15 @@ _EMBEDDINGS = {"bert.embeddings.word_embeddings.weight": "word", "bert.embedding
 _HEAD = {"bert.pooler.dense.weight": "pooler", "bert.pooler.dense.bias": "pooler",
          "classifier.weight": "classifier", "classifier.bias": "classifier"}
 
+# item_costs' model, in passes of one encoder layer over every token (fitted to MiniLM on the SST-2 scoring
+# half, one thread: a layer pass 0.92 s; an attention-side entry of layer 0 4.6 s, a feed-forward one 3.85 s).
+_CLS_LAST = 0.17          # the last layer for the [CLS] rows: its keys and values still span every token
+_OWN_ATTENTION = 1.05     # the own layer from the attention on (its context, output dense, feed-forward)
+_OWN_FEED_FORWARD = 0.05  # the own layer's feed-forward from one changed column on
+_ATTENTION_SIDE = {"query", "key", "value", "attn_out", "ln1"}
+_LAST_ATTENTION = 0.05    # an attention-side entry of the last layer: its [CLS] rows only (feed-forward: ~0)
+_PER_ITEM = 0.01          # bookkeeping of any item
+
 
 @dataclass(frozen=True)
 class _Target:
@@ -194,6 +203,41 @@ class RemovalOracle:
                     break
             items.append((name, idx))
         return items
+
+    def item_costs(self, items: list[Item]) -> np.ndarray:
+        """The estimated cost of each item's ΔL [len(items)] float64, in passes of one encoder layer over
+        every token of this oracle (what `delta` re-runs for it), for sharing items between processes: an
+        entry of layer l re-runs its own layer from its module on, layers l+1 … L−2 and the last layer's
+        [CLS] rows; an embedding entry the whole encoder for the sequences that read its row (its share of
+        the tokens); a head entry, or an entry already 0, next to nothing. Cost: O(T) per embedding item."""
+        n_layers = len(self.weights.layers)
+        seq_of_token = None
+        out = np.empty(len(items), dtype=np.float64)
+        for k, (name, idx) in enumerate(items):
+            t, _ = self._target(name, idx, None)
+            ch = t.change
+            cost = _PER_ITEM
+            if ch.d == 0.0 or (t.place == "layer" and ch.module == "key" and not ch.weight):
+                pass
+            elif t.place == "layer":
+                attention = ch.module in _ATTENTION_SIDE
+                if t.layer == n_layers - 1:
+                    cost += _LAST_ATTENTION if attention else 0.0
+                else:
+                    cost += (_OWN_ATTENTION if attention else _OWN_FEED_FORWARD) + (n_layers - 2 - t.layer) + _CLS_LAST
+            elif t.place == "embedding":
+                share = 1.0
+                if ch.module != "ln":
+                    ids = {"word": self.packed.input_ids, "position": self.packed.position_ids,
+                           "token_type": self.packed.token_type_ids}[ch.module].cpu()
+                    hit = ids == ch.i
+                    if seq_of_token is None:
+                        seq_of_token = self.packed.seq_of_token()
+                    seqs = torch.unique(seq_of_token[hit])
+                    share = float(self.packed.lengths[seqs].sum()) / max(1, self.packed.n_tokens)
+                cost += share * (n_layers - 1 + _CLS_LAST)
+            out[k] = cost
+        return out
 
     # ------------------------------------------------------------------------------------------ deltas
     def delta(self, items: list[Item], on_item: Callable[[int], None] | None = None) -> np.ndarray:
@@ -352,9 +396,46 @@ class RemovalOracle:
                     flat[idx] = old
         return float(self._loss_change(ce[None])[0])
 
+    def noise_parts(self, n_repeats: int = 6, seed: int = 0) -> dict[str, float]:
+        """The independent measurements `noise_floor` is made of, by name, each with its estimated cost in
+        `item_costs`' unit, so that several processes can share them out (`measure_noise`): "noop_stacked",
+        "noop_alone_<k>" for k < n_repeats, "regroup_hf", "regroup_hf_halves", "regroup_cut_1",
+        "regroup_cut_3". Cost: `item_costs` of the n_repeats no-op items."""
+        noop = self.item_costs(self.random_items(n_repeats, seed=seed))
+        n_layers = len(self.weights.layers)
+        forward = (n_layers - 1 + _CLS_LAST) * 1.05    # this network, the last layer [CLS] rows only
+        hf = 1.2 * n_layers                              # the HF forward: the last layer in full, padded batches
+        return {"noop_stacked": float(noop.sum()), **{f"noop_alone_{k}": float(c) for k, c in enumerate(noop)},
+                "regroup_hf": hf, "regroup_hf_halves": hf, "regroup_cut_1": forward * 1.2, "regroup_cut_3": forward}
+
+    def measure_noise(self, part: str, n_repeats: int = 6, seed: int = 0) -> np.ndarray:
+        """One of `noise_parts`, measured: |ΔL| of the no-op items ("noop_stacked": all of them stacked;
+        "noop_alone_<k>": the k-th alone), or the base loss evaluated another way ("regroup_*": [L], signed).
+        Any process measures the same bits as any other (the same computation on the same examples)."""
+        if part not in self.noise_parts(n_repeats, seed):
+            raise ValueError(f"unknown noise part {part!r}")
+        if part.startswith("noop_"):
+            items = self.random_items(n_repeats, seed=seed)
+            values = [float(self._params[name].view(-1)[idx]) for name, idx in items]
+            if part == "noop_stacked":
+                return np.abs(self._deltas(items, values, None, force=True))
+            k = int(part.rsplit("_", 1)[1])
+            return np.abs(self._deltas([items[k]], [values[k]], None, force=True, stack=1))
+        if part in ("regroup_hf", "regroup_hf_halves"):
+            batches = self._batches
+            if part == "regroup_hf_halves":
+                batches = [{k: v[s] for k, v in b.items()} for b in self._batches
+                           for s in (slice(0, (len(b["labels"]) + 1) // 2), slice((len(b["labels"]) + 1) // 2, None))
+                           if len(b["labels"][s])]
+            return np.array([naive_loss(self._model, batches, self.dtype)])
+        with torch.no_grad():  # regroup_cut_<c>
+            packed = self.packed.regrouped(int(part.rsplit("_", 1)[1]))
+            return np.array([float(forward_ce(self.weights, packed).double().sum() / self.n)])
+
     def noise_floor(self, n_repeats: int = 6, seed: int = 0, pilot: int = 100,
                     reference: RemovalOracle | None = None, pilot_items: list[Item] | None = None,
-                    pilot_delta: np.ndarray | None = None) -> dict[str, float | bool]:
+                    pilot_delta: np.ndarray | None = None,
+                    measured: dict[str, np.ndarray] | None = None) -> dict[str, float | bool]:
         """The measured noise floor of this oracle's ΔL.
 
         - no-op: `n_repeats` encoder entries spread over layers and modules, each set to its own value
@@ -367,6 +448,7 @@ class RemovalOracle:
         - regroup: |L − base_loss| of the base loss evaluated other ways: the HF forward over the caller's
           batches, the HF forward over those batches cut in halves, and this network with length groups
           cut into single sequences and into threes (other matmul shapes, other rounding).
+        `measured` holds parts (`noise_parts`) other processes measured already; the others are measured here.
         Returns max/median of each and of all (keys noop_*, regroup_*, max, median, relative_max =
         max / base_loss). For a float32 oracle with `pilot` > 0 it also compares pilot items with a float64
         oracle (`reference`, else one built on the caller's model): the first `pilot` of `pilot_items`
@@ -378,25 +460,19 @@ class RemovalOracle:
         ≤ pilot_median_abs_delta. The regroup figures are left out of that test: they measure how the loss
         value moves with other matmul shapes, an offset that ΔL, computed with the same shapes for L' and
         L, does not see (MiniLM on SST-2 in float32: regroup 4e-8, yet |ΔL32 − ΔL64| ≤ 4.3e-9 on 50 entries).
-        Cost: 2·n_repeats item evaluations, four forwards (two of them HF), and for float32 a float64
-        oracle plus `pilot` float64 items (and `pilot` float32 ones without `pilot_delta`).
+        Cost: 2·n_repeats item evaluations, four forwards (two of them HF), less what `measured` holds, and for
+        float32 a float64 oracle plus `pilot` float64 items (and `pilot` float32 ones without `pilot_delta`).
         """
-        items = self.random_items(n_repeats, seed=seed)
-        values = [float(self._params[name].view(-1)[idx]) for name, idx in items]
-        together = np.abs(self._deltas(items, values, None, force=True))
-        alone = np.abs(np.concatenate([self._deltas([it], [v], None, force=True, stack=1)
-                                       for it, v in zip(items, values)]))
+        got = dict(measured or {})
+        for part in self.noise_parts(n_repeats, seed):
+            if part not in got:
+                got[part] = self.measure_noise(part, n_repeats, seed)
+        together = got["noop_stacked"]
+        alone = np.concatenate([got[f"noop_alone_{k}"] for k in range(n_repeats)])
         noop = np.concatenate([together, alone])
         checks = {"noop_stacked_max": float(together.max()), "noop_alone_max": float(alone.max())}
-        halves = [{k: v[s] for k, v in b.items()} for b in self._batches
-                  for s in (slice(0, (len(b["labels"]) + 1) // 2), slice((len(b["labels"]) + 1) // 2, None))
-                  if len(b["labels"][s])]
-        losses = [naive_loss(self._model, self._batches, self.dtype), naive_loss(self._model, halves, self.dtype)]
-        with torch.no_grad():
-            for cut in (1, 3):
-                packed = self.packed.regrouped(cut)
-                losses.append(float(forward_ce(self.weights, packed).double().sum() / self.n))
-        regroup = np.abs(np.array(losses) - self.base_loss)
+        losses = np.concatenate([got[p] for p in ("regroup_hf", "regroup_hf_halves", "regroup_cut_1", "regroup_cut_3")])
+        regroup = np.abs(losses - self.base_loss)
         both = np.concatenate([noop, regroup])
         out: dict[str, float | bool] = {
             "noop_max": float(noop.max()), "noop_median": float(np.median(noop)), "n_noop": int(noop.size),
