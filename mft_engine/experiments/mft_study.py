@@ -202,7 +202,13 @@ def _collect_block(cfg: RunConfig, model, batches: list[Batch], ckpt_path: Path,
     """Under torchrun: this rank's block of `batches`, continued from its own checkpoint when resumed (no
     RNG state is needed: dropout is seeded per batch), then reduced over every rank."""
     block = shard_by_cost([batch_cost(b) for b in batches], w)
+    # the block is part of what a checkpoint holds: another cut of the batches must not continue it
+    meta = {**meta, "block": [block.start, block.stop]}
     state = resumed[0] if resumed is not None else None
+    if state is not None and state.meta.get("block") != meta["block"]:
+        raise ResumeError(f"--resume {ckpt_path.parent}: rank {w.rank}'s checkpoint holds a block of batches "
+                          f"{state.meta.get('block')}, this run cuts {meta['block']} (another mft_engine version "
+                          "shares the batches otherwise); start the run again")
     skip = state.n_batches if state is not None else 0
     if skip:
         log.info("rank %d: resuming its block after %d of %d batches", w.rank, skip, len(block))
@@ -221,7 +227,9 @@ def _collect_block(cfg: RunConfig, model, batches: list[Batch], ckpt_path: Path,
         if cfg.checkpoint_every and state.n_batches % cfg.checkpoint_every:
             checkpoint(state, state.n_batches)  # the whole block: a kill after this does not collect it again
     progress.done()
-    return reduce_state(state, w)
+    state = reduce_state(state, w)
+    state.meta.pop("block", None)  # the reduced state holds every block
+    return state
 
 
 def _reuse_state(cfg: RunConfig, model, provenance: dict) -> tuple[GradientState, bool]:

@@ -1,5 +1,6 @@
 """Run by torchrun in tests/distributed/test_collect_dist.py: data-parallel collection of the tiny random
-BERT over the first 64 SST-2 rows in train mode; rank 0 writes the reduced state to argv[1].
+BERT over the first 64 SST-2 rows in train mode; rank 0 writes the reduced state to argv[1], and every rank
+its own partial state to argv[1] + ".rank<r>".
 
 `fail-rank=R` as argv[2] makes rank R raise after the process group is up (the launcher must exit
 non-zero with that rank's error)."""
@@ -27,10 +28,11 @@ def batches():
 
 
 def collect(model, all_batches, w):
+    """(this rank's partial state, the reduced state)."""
     block = shard(len(all_batches), w)
     local = collect_gradients(model, [all_batches[i] for i in block], train_mode=True, dropout_seed=SEED,
                               first_index=block.start)
-    return reduce_state(local, w)
+    return local, reduce_state(local, w)
 
 
 @record
@@ -40,7 +42,8 @@ def main() -> None:
     if len(sys.argv) > 2 and sys.argv[2] == f"fail-rank={w.rank}":
         raise RuntimeError(f"rank {w.rank} failed on purpose")
     model, all_batches = batches()
-    state = collect(model, all_batches, w)
+    local, state = collect(model, all_batches, w)
+    local.save(f"{sys.argv[1]}.rank{w.rank}")
     if w.is_main:
         state.save(sys.argv[1])
 

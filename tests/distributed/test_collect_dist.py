@@ -82,6 +82,12 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
         assert torch.allclose(two.sq_sum[n], one.sq_sum[n], rtol=1e-5, atol=0)
     for m in one.act_sq:
         assert torch.allclose(two.act_sq[m], one.act_sq[m], rtol=1e-12, atol=0)
+    # two ranks' float32 partials are added once, correctly rounded: the sum in either order, bit for bit
+    parts = [GradientState.load(f"{out}.rank{r}") for r in range(2)]
+    for n in one.names:
+        for kind in ("grad_sum", "sq_sum"):
+            a, b = (getattr(p, kind)[n] for p in parts)
+            assert torch.equal(getattr(two, kind)[n], a + b) and torch.equal(a + b, b + a), (kind, n)
 
 
 def test_a_failing_rank_stops_the_launcher_with_its_error(tmp_path):
@@ -102,6 +108,8 @@ def test_cost_shards_are_contiguous_cover_every_batch_and_balance_tokens():
     assert abs(loads[0] - loads[1]) <= max(costs)  # within one batch, where counting batches gives 1920 vs 640
     assert shard_by_cost(costs, World()) == range(16)
     assert [len(shard_by_cost([1.0, 1e9, 1.0], World(r, 3))) for r in range(3)] == [1, 1, 1]
+    # the cut is the boundary nearest the equal share: [4, 1 | 1, 4], not [4, 1, 1 | 4]
+    assert [shard_by_cost([4, 1, 1, 4], World(r, 2)) for r in range(2)] == [range(0, 2), range(2, 4)]
     with pytest.raises(ConfigError, match="2 batches cannot be shared by 3 processes"):
         shard_by_cost([1, 1], World(0, 3))
 

@@ -89,6 +89,15 @@ def test_killed_torchrun_run_resumes_from_every_ranks_checkpoint(tmp_path):
     one = subprocess.run([sys.executable, "-m", "mft_engine.cli", "run", "--resume", partial, "--quiet"],
                          capture_output=True, text=True, timeout=120, check=False)
     assert one.returncode == 2 and "collected by 2 process(es)" in one.stderr, one.stderr
+    # a checkpoint of another block of batches (another version's cut) is refused, not continued
+    ckpt = f"{partial}/collect_checkpoint.rank1-of-2.safetensors"
+    kept = open(ckpt, "rb").read()
+    other = GradientState.load(ckpt)
+    other.meta["block"] = [0, 1]
+    other.save(ckpt)
+    refused = _launch(["run", "--resume", partial, "--quiet"], tmp_path / "cut")
+    assert refused.returncode != 0 and "holds a block of batches [0, 1]" in refused.stderr, refused.stderr[-3000:]
+    open(ckpt, "wb").write(kept)
     resumed = _launch(["run", "--resume", partial, "--quiet"], tmp_path / "cut")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a, b = _folder(tmp_path / "whole"), _folder(tmp_path / "cut")
