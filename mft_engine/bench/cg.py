@@ -67,9 +67,7 @@ def run(model: str, task: str = "sst2", data_dir: str | None = None, samples: in
     data = ScoringData(cfg, lm.tokenizer, splits)
     check_exclude_patterns(list(net.named_parameters()), cfg.exclude)
     names = [n for n, _ in eligible_parameters(list(net.named_parameters()), cfg.exclude_patterns())]
-    train, score = data.objectives(net, names)
-    if w.distributed:
-        train.world = w
+    train, score = data.objectives(net, names, world=w)
     like = train.params()
 
     with torch.enable_grad():

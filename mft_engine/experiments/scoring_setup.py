@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..collect import GradientState, collect_gradients
-from ..collect.distributed import active_world, batch_cost, reduce_state, shard_by_cost
+from ..collect.distributed import World, active_world, batch_cost, reduce_state, shard_by_cost
 from ..data import TaskSplits, gradient_batches, objective_batches
 from ..data.config import DataConfig
 from ..errors import ConfigError
@@ -114,13 +114,15 @@ class ScoringData:
         return ValidationSets(self.val_tokens, list(self.val.labels), self.val.num_labels, False,
                               self.scoring_rows, self.evaluation_rows, self.cfg.data.eval_batch_tokens)
 
-    def objectives(self, model: torch.nn.Module, names: list[str], train_rows: list[int] | None = None
-                   ) -> tuple[Objective, Objective]:
+    def objectives(self, model: torch.nn.Module, names: list[str], train_rows: list[int] | None = None,
+                   world: World | None = None) -> tuple[Objective, Objective]:
         """(training Objective over `train_rows` (default: every selected row), scoring-half Objective),
-        both over `names` of `model`, batched by length within the token budget."""
+        both over `names` of `model`, batched by length within the token budget; `world` (under torchrun)
+        shares the training Objective's curvature work between the ranks (Objective.world)."""
         rows = self.rows if train_rows is None else train_rows
         budget = self.cfg.data.eval_batch_tokens
-        train = Objective(model, objective_batches(self.train_tokens, rows, self.train.labels, False, budget), names)
+        train = Objective(model, objective_batches(self.train_tokens, rows, self.train.labels, False, budget), names,
+                          world=world)
         score = Objective(model, objective_batches(self.val_tokens, self.scoring_rows, self.val.labels, False, budget),
                           names)
         return train, score
@@ -208,9 +210,7 @@ def prepare_bench(cfg: ScoringConfig, model_name: str | None = None, data: Scori
 
     names = [n for n, _ in eligible]
     # fixed_batches takes the rows in order and drops a last partial batch: these are the rows g saw.
-    train_obj, score_obj = data.objectives(model, names, data.rows[: state.n_samples])
-    if shard_curvature and w.distributed:
-        train_obj.world = w
+    train_obj, score_obj = data.objectives(model, names, data.rows[: state.n_samples], w if shard_curvature else None)
     score_batches = score_obj.batches
     inputs = ScoringInputs(model=model, names=names, state=state, lr=round_lr_fp32(cfg.lr), train=train_obj,
                            score=score_obj, damping=cfg.damping, fits_dir=fits_dir, progress=progress,
