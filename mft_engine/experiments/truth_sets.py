@@ -208,6 +208,32 @@ def _gather_items(delta: np.ndarray, changes: np.ndarray, seconds: float, noise:
             max(p[2] for p in parts), {k: v for p in parts for k, v in p[3].items()})
 
 
+def _measure_noise_share(o, model: torch.nn.Module, batches: list[dict], pilot_items: list[tuple[str, int]],
+                         costs: np.ndarray, cfg: ValidateConfig, progress: Progress, label: str, w: World
+                         ) -> dict[str, np.ndarray]:
+    """This rank's share of the noise floor (under torchrun): its `noise_share` of the oracle's noise parts
+    and, for a float32 ground truth, of the float64 pilot items ("pilot_<k>": [ΔL64]; a float64 oracle is
+    built only on a rank that holds some, each such item costed at twice its float32 cost)."""
+    from ..scoring.ground_truth import RemovalOracle
+
+    parts = o.noise_parts(seed=cfg.data.seed)
+    chosen = pilot_items[:PILOT_ITEMS] if o.dtype != torch.float64 else []
+    parts.update({f"pilot_{k}": 2.0 * c for k, c in enumerate(o.item_costs(chosen))})
+    share = noise_share(parts, costs, w)
+    progress.phase(f"ground truth ({label}): noise floor ({len(share)} parts)")
+    measured = {p: o.measure_noise(p, seed=cfg.data.seed) for p in share if not p.startswith("pilot_")}
+    mine = [int(p.split("_")[1]) for p in share if p.startswith("pilot_")]
+    log.info("ground truth %s: rank %d measures %d of the %d noise parts and %d of the %d float64 pilot items",
+             label, w.rank, len(share) - len(mine), len(parts) - len(chosen), len(mine), len(chosen))
+    if mine:
+        ref = RemovalOracle(model, batches, torch.float64, o.stack_bytes)
+        for k, value in zip(mine, ref.delta([chosen[k] for k in mine])):
+            measured[f"pilot_{k}"] = np.array([value])
+        del ref
+    progress.done()
+    return measured
+
+
 def measure_set(ts: TruthSet, model: torch.nn.Module, items: list[tuple[str, int]], cfg: ValidateConfig,
                 progress: Progress, pilot: np.ndarray, reused: dict[str, Any] | None = None,
                 truth_dir: Path | None = None, w: World | None = None) -> SetTruth | None:
@@ -265,10 +291,8 @@ def measure_set(ts: TruthSet, model: torch.nn.Module, items: list[tuple[str, int
             progress.done()
             measured: dict[str, np.ndarray] = {}
             if c == 0 and w.distributed:  # the noise floor's parts, shared out like the items
-                share = noise_share(o.noise_parts(seed=cfg.data.seed), costs, w)
-                progress.phase(f"ground truth ({label}): noise floor ({len(share)} parts)")
-                measured = {p: o.measure_noise(p, seed=cfg.data.seed) for p in share}
-                progress.done()
+                measured = _measure_noise_share(o, model, part, [items[i] for i in pilot], costs, cfg, progress,
+                                                label, w)
             d, ch, secs, measured = _gather_items(d_mine, ch_mine, item_s, measured, w)
             seconds += secs
             if not w.is_main:
@@ -280,8 +304,11 @@ def measure_set(ts: TruthSet, model: torch.nn.Module, items: list[tuple[str, int
             base += o.base_loss * weight
             if c == 0:
                 progress.phase(f"ground truth ({label}): noise floor")
+                chosen = [items[i] for i in pilot][:PILOT_ITEMS]
+                reference = (np.concatenate([measured.pop(f"pilot_{k}") for k in range(len(chosen))])
+                             if f"pilot_{len(chosen) - 1}" in measured else None)
                 noise = o.noise_floor(seed=cfg.data.seed, pilot=PILOT_ITEMS, pilot_items=[items[i] for i in pilot],
-                                      pilot_delta=d[pilot], measured=measured)
+                                      pilot_delta=d[pilot], measured=measured, pilot_reference=reference)
                 noise["measured_on_examples"] = o.n
                 progress.done()
             kept = o if len(chunks) == 1 else None

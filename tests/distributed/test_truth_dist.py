@@ -4,6 +4,7 @@ shards it had not finished. Items are split by estimated cost, in contiguous blo
 import csv
 import glob
 import json
+import re
 import os
 
 import numpy as np
@@ -115,3 +116,20 @@ def test_two_processes_measure_the_one_process_delta(glue, tmp_path):
         # can move the last bits (float64): 1e-12 absolute is far below any ΔL here
         np.testing.assert_allclose(b[col], a[col], rtol=0, atol=1e-12)
     assert len(glob.glob(str(tmp_path / "two" / "*"))) == 1  # rank 1 wrote no folder of its own
+
+
+def test_two_processes_share_the_float32_pilot(glue, tmp_path):
+    """float32 ground truth: the float64 pilot items are dealt out with the noise parts (a float64 oracle on
+    each rank that holds some); the pilot figures are one process's."""
+    args = [*ARGS, "--truth-precision", "float32", "--held-out", "none", "--data-dir", str(glue)]
+    r = torchrun_cli([*args, "--out", str(tmp_path / "two")])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert main_one_thread([*args, "--out", str(tmp_path / "one")]) == 0
+    (one,), (two,) = glob.glob(str(tmp_path / "one" / "validate_*")), glob.glob(str(tmp_path / "two" / "validate_*"))
+    a, b = (json.loads(open(f"{f}/results.json").read())["noise"]["scoring"] for f in (one, two))
+    assert a["pilot_n"] == b["pilot_n"] == 60 and a["pilot_sign_disagreements"] == b["pilot_sign_disagreements"]
+    assert abs(a["pilot_max_abs_diff"] - b["pilot_max_abs_diff"]) <= 1e-12
+    assert a["float32_allowed"] == b["float32_allowed"] and a["noop_max"] == b["noop_max"]
+    log = open(f"{two}/logs/run.log").read()
+    m = re.search(r"rank 0 measures (\d+) of the 11 noise parts and (\d+) of the 60 float64 pilot items", log)
+    assert m and int(m.group(1)) < 11 and 0 < int(m.group(2)) < 60, log[-2000:]  # rank 1 measured the rest

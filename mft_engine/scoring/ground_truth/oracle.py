@@ -434,8 +434,8 @@ class RemovalOracle:
 
     def noise_floor(self, n_repeats: int = 6, seed: int = 0, pilot: int = 100,
                     reference: RemovalOracle | None = None, pilot_items: list[Item] | None = None,
-                    pilot_delta: np.ndarray | None = None,
-                    measured: dict[str, np.ndarray] | None = None) -> dict[str, float | bool]:
+                    pilot_delta: np.ndarray | None = None, measured: dict[str, np.ndarray] | None = None,
+                    pilot_reference: np.ndarray | None = None) -> dict[str, float | bool]:
         """The measured noise floor of this oracle's ΔL.
 
         - no-op: `n_repeats` encoder entries spread over layers and modules, each set to its own value
@@ -448,7 +448,8 @@ class RemovalOracle:
         - regroup: |L − base_loss| of the base loss evaluated other ways: the HF forward over the caller's
           batches, the HF forward over those batches cut in halves, and this network with length groups
           cut into single sequences and into threes (other matmul shapes, other rounding).
-        `measured` holds parts (`noise_parts`) other processes measured already; the others are measured here.
+        `measured` holds parts (`noise_parts`) other processes measured already; the others are measured here;
+        `pilot_reference`, the float64 ΔL of the pilot items measured elsewhere (no float64 oracle is built).
         Returns max/median of each and of all (keys noop_*, regroup_*, max, median, relative_max =
         max / base_loss). For a float32 oracle with `pilot` > 0 it also compares pilot items with a float64
         oracle (`reference`, else one built on the caller's model): the first `pilot` of `pilot_items`
@@ -484,11 +485,14 @@ class RemovalOracle:
         if self.dtype != torch.float64 and pilot > 0:
             from .judge import clopper_pearson
 
-            ref = reference or RemovalOracle(self._source, self._batches, torch.float64, self.stack_bytes)
             chosen = list(pilot_items[:pilot]) if pilot_items else self.random_items(pilot, seed=seed + 1)
             d32 = (np.asarray(pilot_delta, dtype=np.float64)[:len(chosen)] if pilot_items and pilot_delta is not None
                    else self.delta(chosen))
-            d64 = ref.delta(chosen)
+            if pilot_reference is not None:
+                d64 = np.asarray(pilot_reference, dtype=np.float64)[:len(chosen)]
+            else:
+                ref = reference or RemovalOracle(self._source, self._batches, torch.float64, self.stack_bytes)
+                d64 = ref.delta(chosen)
             diff = np.abs(d32 - d64)
             flips = int(np.sum(np.sign(d32) != np.sign(d64)))
             low, high = clopper_pearson(flips, len(chosen))
