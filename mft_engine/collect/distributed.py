@@ -2,16 +2,17 @@
 ranks' partial sums at the end (no DDP wrapper: nothing trains, so nothing is synchronised per step).
 
 Under `torchrun --nproc-per-node N` (or `accelerate launch`) each rank collects a contiguous block of the
-fixed batches, in order, the blocks cut so their token slots match (`shard_by_cost`); `reduce_state` then sums every rank's partial sums by one all_reduce in
-a precision where the order of addition cannot matter (the small activation sums gathered and added in rank
-order), so the result depends on the world
-size only through where the blocks split, never on timing. Counts (signs, tokens) are exact; the fp32 sums differ from one process's running fp32 sum by
-summation order only (see `reduce_state`). Dropout in train mode is seeded per batch from the run's seed
+fixed batches, in order, the blocks cut so their token slots match (`shard_by_cost`); `reduce_state` then
+sums every rank's partial sums by one all_reduce in a precision where the order of addition cannot matter
+(the small activation sums gathered and added in rank order), so the result depends on the world size only
+through where the blocks split, never on timing. Counts (signs, tokens) are exact; the fp32 sums differ
+from one process's running fp32 sum by summation order only (see `reduce_state`). Dropout in train mode is seeded per batch from the run's seed
 and the batch's index (`batch_seed`), so a batch's gradient does not depend on which rank computed it.
 """
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -170,9 +171,8 @@ def batch_seed(seed: int, index: int) -> int:
 def reduce_state(state: GradientState, w: World | None = None) -> GradientState:
     """Every rank's partial GradientState combined, on every rank: fp32 sums (g, Σg²) summed by one
     all_reduce in an order-free precision (`sum_each_by_all_reduce`: two ranks give the correctly rounded
-    sum of the two partials), fp64 activation sums
-    gathered and added in rank order, sign and token counts summed exactly, per-batch losses and sizes
-    concatenated in rank order (= batch order under `shard`).
+    sum of the two partials), fp64 activation sums gathered and added in rank order, sign and token counts
+    summed exactly, per-batch losses and sizes concatenated in rank order (= batch order under `shard`).
 
     Alone (world size 1) the state is returned unchanged. Tolerance against one process summing the same
     batches in fp32: the sum of the ranks' fp32 partials differs from the running fp32 sum by
@@ -219,11 +219,7 @@ def sum_each_by_all_reduce(tensors: list[torch.Tensor], w: World | None = None) 
     if not w.distributed:
         return [t.clone() for t in tensors]
     dtype = tensors[0].dtype if w.size == 2 and len({t.dtype for t in tensors}) == 1 else torch.float64
-    flat = torch.empty(sum(t.numel() for t in tensors), dtype=dtype, device=tensors[0].device)
-    start = 0
-    for t in tensors:
-        flat[start:start + t.numel()].copy_(t.reshape(-1))
-        start += t.numel()
+    flat = _pack(tensors, dtype)
     dist.all_reduce(flat, op=dist.ReduceOp.SUM)
     return _unpack(flat, tensors)
 
@@ -277,9 +273,18 @@ def sum_each_in_rank_order(tensors: list[torch.Tensor], w: World | None = None) 
 _SUM_SLICE = 1 << 18
 
 
-def _pack(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """The tensors flattened into one 1-D buffer (their common dtype)."""
-    return torch.cat([t.reshape(-1) for t in tensors]) if tensors else torch.zeros(0)
+def _pack(tensors: list[torch.Tensor], dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The tensors flattened into one new 1-D buffer, in `dtype` (default: their common dtype), each copied
+    in once (converted on the way)."""
+    if not tensors:
+        return torch.zeros(0, dtype=dtype)
+    dtype = dtype or functools.reduce(torch.promote_types, (t.dtype for t in tensors))
+    flat = torch.empty(sum(t.numel() for t in tensors), dtype=dtype, device=tensors[0].device)
+    start = 0
+    for t in tensors:
+        flat[start:start + t.numel()].copy_(t.reshape(-1))
+        start += t.numel()
+    return flat
 
 
 def _unpack(flat: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:

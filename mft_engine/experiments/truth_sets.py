@@ -2,8 +2,8 @@
 
 `truth_sets` builds the scoring half and the held-out set of --held-out (`TruthSet`); `measure_set` zeroes
 every sampled item alone on one set, in chunks of examples (`chunked`), each torchrun rank its `item_block`
-of the items (cut by RemovalOracle.item_costs) and its `noise_share` of the noise floor, writing each (chunk, rank) result as a shard under the run folder's
-TRUTH_DIR that --resume reads back, and returns the set's `SetTruth` (ΔL, per-example loss changes, noise
+of the items (cut by RemovalOracle.item_costs) and its `noise_share` of the noise floor, writing each
+(chunk, rank) result as a shard under the run folder's TRUTH_DIR that --resume reads back, and returns the set's `SetTruth` (ΔL, per-example loss changes, noise
 floor, bootstrap classes; `SetTruth.judge` judges a scorer against them); `reuse_ground_truth` reads the
 same from an earlier run's folder instead (--ground-truth). experiments/validate_scorer.py runs the
 pipeline around it.
@@ -263,6 +263,7 @@ def measure_set(ts: TruthSet, model: torch.nn.Module, items: list[tuple[str, int
     else:
         delta = np.zeros(len(items), dtype=np.float64)
         changes, base, noise, kept, seconds = [], 0.0, {}, None, 0.0
+        pilot_items = [items[i] for i in pilot]
         for c, part in enumerate(chunks):
             label = ts.name if len(chunks) == 1 else f"{ts.name} {c + 1}/{len(chunks)}"
             progress.phase(f"ground truth ({label}): cache activations")
@@ -291,8 +292,7 @@ def measure_set(ts: TruthSet, model: torch.nn.Module, items: list[tuple[str, int
             progress.done()
             measured: dict[str, np.ndarray] = {}
             if c == 0 and w.distributed:  # the noise floor's parts, shared out like the items
-                measured = _measure_noise_share(o, model, part, [items[i] for i in pilot], costs, cfg, progress,
-                                                label, w)
+                measured = _measure_noise_share(o, model, part, pilot_items, costs, cfg, progress, label, w)
             d, ch, secs, measured = _gather_items(d_mine, ch_mine, item_s, measured, w)
             seconds += secs
             if not w.is_main:
@@ -304,10 +304,11 @@ def measure_set(ts: TruthSet, model: torch.nn.Module, items: list[tuple[str, int
             base += o.base_loss * weight
             if c == 0:
                 progress.phase(f"ground truth ({label}): noise floor")
-                chosen = [items[i] for i in pilot][:PILOT_ITEMS]
-                reference = (np.concatenate([measured.pop(f"pilot_{k}") for k in range(len(chosen))])
-                             if f"pilot_{len(chosen) - 1}" in measured else None)
-                noise = o.noise_floor(seed=cfg.data.seed, pilot=PILOT_ITEMS, pilot_items=[items[i] for i in pilot],
+                reference = None  # the float64 pilot, when the ranks measured it (_measure_noise_share)
+                if any(k.startswith("pilot_") for k in measured):
+                    reference = np.concatenate([measured.pop(f"pilot_{k}")
+                                                for k in range(len(pilot_items[:PILOT_ITEMS]))])
+                noise = o.noise_floor(seed=cfg.data.seed, pilot=PILOT_ITEMS, pilot_items=pilot_items,
                                       pilot_delta=d[pilot], measured=measured, pilot_reference=reference)
                 noise["measured_on_examples"] = o.n
                 progress.done()

@@ -55,12 +55,23 @@ _LAST_ATTENTION = 0.05    # an attention-side entry of the last layer: its [CLS]
 _PER_ITEM = 0.01          # bookkeeping of any item
 
 
+def _noise_part_names(n_repeats: int) -> list[str]:
+    # RemovalOracle.noise_parts' names, in the order noise_floor reads them
+    return ["noop_stacked", *(f"noop_alone_{k}" for k in range(n_repeats)), "regroup_hf", "regroup_hf_halves",
+            "regroup_cut_1", "regroup_cut_3"]
+
+
 @dataclass(frozen=True)
 class _Target:
     # Where one item enters the network: place is "layer", "embedding" or a head part; change carries (i, j, d).
     place: str
     layer: int
     change: Change
+
+
+def _is_key_bias(t: _Target) -> bool:
+    # A key bias entry shifts every score of a query by the same amount, which softmax ignores: ΔL = 0.
+    return t.place == "layer" and t.change.module == "key" and not t.change.weight
 
 
 def naive_loss(model: torch.nn.Module, batches: list[Batch], dtype: torch.dtype = torch.float64) -> float:
@@ -211,13 +222,12 @@ class RemovalOracle:
         [CLS] rows; an embedding entry the whole encoder for the sequences that read its row (its share of
         the tokens); a head entry, or an entry already 0, next to nothing. Cost: O(T) per embedding item."""
         n_layers = len(self.weights.layers)
-        seq_of_token = None
         out = np.empty(len(items), dtype=np.float64)
         for k, (name, idx) in enumerate(items):
             t, _ = self._target(name, idx, None)
             ch = t.change
             cost = _PER_ITEM
-            if ch.d == 0.0 or (t.place == "layer" and ch.module == "key" and not ch.weight):
+            if ch.d == 0.0 or _is_key_bias(t):
                 pass
             elif t.place == "layer":
                 attention = ch.module in _ATTENTION_SIDE
@@ -228,12 +238,7 @@ class RemovalOracle:
             elif t.place == "embedding":
                 share = 1.0
                 if ch.module != "ln":
-                    ids = {"word": self.packed.input_ids, "position": self.packed.position_ids,
-                           "token_type": self.packed.token_type_ids}[ch.module].cpu()
-                    hit = ids == ch.i
-                    if seq_of_token is None:
-                        seq_of_token = self.packed.seq_of_token()
-                    seqs = torch.unique(seq_of_token[hit])
+                    seqs = self._readers(ch)[1]
                     share = float(self.packed.lengths[seqs].sum()) / max(1, self.packed.n_tokens)
                 cost += share * (n_layers - 1 + _CLS_LAST)
             out[k] = cost
@@ -274,8 +279,7 @@ class RemovalOracle:
         todo: dict[tuple[str, int], list[int]] = {}
         skipped = 0
         for k, t in enumerate(targets):
-            trivial = t.change.d == 0.0 and not force
-            if trivial or (t.place == "layer" and t.change.module == "key" and not t.change.weight):
+            if (t.change.d == 0.0 and not force) or _is_key_bias(t):
                 skipped += 1
                 continue
             todo.setdefault((t.place, t.layer), []).append(k)
@@ -338,6 +342,14 @@ class RemovalOracle:
             y = encoder_from(w, layer + 1, y, self.packed)
         return self._loss_change(head_ce(w, y, self.packed.labels))
 
+    def _readers(self, ch: Change) -> tuple[torch.Tensor, torch.Tensor]:
+        """The token rows [T] (bool, on the oracle's device) that read embedding row `ch.i` of a word,
+        position or token-type table, and the sorted indices of the sequences holding them (CPU)."""
+        ids = {"word": self.packed.input_ids, "position": self.packed.position_ids,
+               "token_type": self.packed.token_type_ids}[ch.module]
+        hit = ids == ch.i
+        return hit, torch.unique(self.packed.seq_of_token().to(hit.device)[hit]).cpu()
+
     def _embedding_delta(self, ch: Change) -> float:
         w, packed, cache = self.weights, self.packed, self.cache
         x0 = cache.layers[0].x
@@ -347,11 +359,9 @@ class RemovalOracle:
             x[:, ch.i] += col
             sub, seqs = packed, None
         else:
-            ids = {"word": packed.input_ids, "position": packed.position_ids, "token_type": packed.token_type_ids}
-            hit = ids[ch.module] == ch.i
-            if not bool(hit.any()):
+            hit, seqs = self._readers(ch)
+            if len(seqs) == 0:
                 return 0.0          # a row no example reads: the loss does not depend on it
-            seqs = torch.unique(packed.seq_of_token().to(hit.device)[hit]).cpu()
             if len(seqs) == packed.n_seqs:
                 sub, rows, seqs = packed, None, None
             else:
@@ -405,14 +415,14 @@ class RemovalOracle:
         n_layers = len(self.weights.layers)
         forward = (n_layers - 1 + _CLS_LAST) * 1.05    # this network, the last layer [CLS] rows only
         hf = 1.2 * n_layers                              # the HF forward: the last layer in full, padded batches
-        return {"noop_stacked": float(noop.sum()), **{f"noop_alone_{k}": float(c) for k, c in enumerate(noop)},
-                "regroup_hf": hf, "regroup_hf_halves": hf, "regroup_cut_1": forward * 1.2, "regroup_cut_3": forward}
+        costs = [float(noop.sum()), *map(float, noop), hf, hf, forward * 1.2, forward]
+        return dict(zip(_noise_part_names(n_repeats), costs))
 
     def measure_noise(self, part: str, n_repeats: int = 6, seed: int = 0) -> np.ndarray:
         """One of `noise_parts`, measured: |ΔL| of the no-op items ("noop_stacked": all of them stacked;
         "noop_alone_<k>": the k-th alone), or the base loss evaluated another way ("regroup_*": [L], signed).
         Any process measures the same bits as any other (the same computation on the same examples)."""
-        if part not in self.noise_parts(n_repeats, seed):
+        if part not in _noise_part_names(n_repeats):
             raise ValueError(f"unknown noise part {part!r}")
         if part.startswith("noop_"):
             items = self.random_items(n_repeats, seed=seed)
@@ -465,7 +475,7 @@ class RemovalOracle:
         float32 a float64 oracle plus `pilot` float64 items (and `pilot` float32 ones without `pilot_delta`).
         """
         got = dict(measured or {})
-        for part in self.noise_parts(n_repeats, seed):
+        for part in _noise_part_names(n_repeats):
             if part not in got:
                 got[part] = self.measure_noise(part, n_repeats, seed)
         together = got["noop_stacked"]
