@@ -195,8 +195,16 @@ class MemoryPeaks:
         try:
             yield
         finally:
-            self.bytes[name] = (int(torch.cuda.max_memory_allocated(self.device)) if self.device.type == "cuda"
-                                else peak_rss_bytes())
+            self.record(name)
+
+    def record(self, name: str) -> None:
+        """Record as phase `name` the peak since the previous phase ended (for the first, since the process
+        started), and start the next: for a run of phases one after another, without a block each."""
+        if self.device.type == "cuda":
+            self.bytes[name] = int(torch.cuda.max_memory_allocated(self.device))
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self.bytes[name] = peak_rss_bytes()
 
     def to_dict(self) -> dict[str, Any]:
         """{"measure": what the figures are, "bytes": {phase: peak bytes}}."""

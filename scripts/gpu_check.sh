@@ -78,6 +78,8 @@ if v_cuda and v_cpu:
     col = lambda d: [float(r["delta_loss"]) for r in csv.DictReader(open(f"{d}/ground_truth.csv"))]
     print("validate 50 items max |ΔL_cuda − ΔL_cpu|:", max(abs(x - y) for x, y in zip(col(v_cuda), col(v_cpu))))
 if v_big:
-    print("validate 1000 items on cuda: params_per_s", json.load(open(f"{v_big}/results.json"))["params_per_s"])
+    big = json.load(open(f"{v_big}/results.json"))
+    print("validate 1000 items on cuda: params_per_s", big["params_per_s"], "stack_copies",
+          big["sets"]["scoring"]["stack_copies"], "peak memory", big["device"].get("peak_memory"))
 PY
 cat "$OUT/summary.txt" "$OUT/compare.txt"

@@ -190,3 +190,20 @@ def test_memory_peaks_on_cpu_name_their_measure():
     d = device_summary(torch.device("cpu"), peaks)
     assert d["peak_memory"]["bytes"]["a"] > 4 << 20
     assert "ru_maxrss" in d["peak_memory"]["measure"]
+
+
+def test_memory_peaks_record_phases_one_after_another_on_cuda(monkeypatch):
+    """On CUDA each phase's figure is the allocator's peak since the previous phase ended (faked here: the
+    same calls a CUDA run makes, against a counter)."""
+    state = {"peak": 100}
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: state["peak"])
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device: state.update(peak=10))
+    peaks = MemoryPeaks(torch.device("cuda", 0))
+    peaks.record("prepare")                 # since the process started
+    state["peak"] = 50
+    peaks.record("ground_truth")
+    peaks.record("scorers")                 # nothing allocated since: the level the reset left
+    with peaks.phase("block"):
+        state["peak"] = 70
+    assert peaks.bytes == {"prepare": 100, "ground_truth": 50, "scorers": 10, "block": 70}
+    assert "max_memory_allocated" in peaks.to_dict()["measure"]

@@ -105,7 +105,8 @@ class SetTruth:
     """The ground truth of the sampled items on one TruthSet: ΔL [k], the per-example loss changes [k, n]
     (None when reused from a folder without them), the noise record and floor, the items' bootstrap
     classes (judge.classify_items), the base loss, the seconds the zeroing took, and the oracle itself when
-    the set fitted in one chunk (kept for the additivity check)."""
+    the set fitted in one chunk (kept for the additivity check), and the perturbed layer copies its oracles
+    evaluated at once (RemovalOracle.stack_copies, the smallest over the chunks; None when reused)."""
 
     name: str
     batches: list[dict]
@@ -119,17 +120,19 @@ class SetTruth:
     seconds: float | None
     classes: np.ndarray | None = None
     oracle: Any = None
+    stack_copies: int | None = None
 
     def judge(self, name: str, signed: bool, scores: np.ndarray, cfg: ValidateConfig) -> ScorerVerdict:
         """judge_scorer of `scores` against this set's ΔL, floor and classes."""
         return judge_scorer(name, signed, scores, self.delta, self.floor, self.classes, cfg.resamples, cfg.data.seed)
 
     def summary(self) -> dict[str, Any]:
-        """The set's own figures: size, base loss, noise floor, base rate, median |ΔL|, item classes."""
+        """The set's own figures: size, base loss, noise floor, base rate, median |ΔL|, item classes, and the
+        layer copies stacked per evaluation."""
         return {"n_examples": self.n_examples, "chunks": self.n_chunks, "base_loss": self.base_loss,
                 "noise_floor": self.floor, "base_rate": base_rate(self.delta, self.floor),
                 "n_below_noise": int(np.sum(np.abs(self.delta) <= self.floor)),
-                "median_abs_delta": float(np.median(np.abs(self.delta))),
+                "median_abs_delta": float(np.median(np.abs(self.delta))), "stack_copies": self.stack_copies,
                 "classes": class_counts(self.classes) if self.classes is not None else None}
 
     def joint_and_singles(self, model: torch.nn.Module, chosen: list[tuple[str, int]],
@@ -142,7 +145,7 @@ class SetTruth:
             return self.oracle.delta(chosen), float(self.oracle.joint_delta(chosen))
         singles, joint = np.zeros(len(chosen)), 0.0
         for part in chunked(self.batches, cfg.truth_chunk_examples):
-            o = RemovalOracle(model, part, dtype=GROUND_TRUTH_DTYPES[cfg.precision])
+            o = RemovalOracle(model, part, GROUND_TRUTH_DTYPES[cfg.precision], cfg.stack_bytes())
             w = o.n / self.n_examples
             singles += w * o.delta(chosen)
             joint += w * float(o.joint_delta(chosen))
@@ -226,7 +229,7 @@ def _measure_noise_share(o, model: torch.nn.Module, batches: list[dict], pilot_i
     log.info("ground truth %s: rank %d measures %d of the %d noise parts and %d of the %d float64 pilot items",
              label, w.rank, len(share) - len(mine), len(parts) - len(chosen), len(mine), len(chosen))
     if mine:
-        ref = RemovalOracle(model, batches, torch.float64, o.stack_bytes)
+        ref = RemovalOracle(model, batches, torch.float64, cfg.stack_bytes())
         for k, value in zip(mine, ref.delta([chosen[k] for k in mine])):
             measured[f"pilot_{k}"] = np.array([value])
         del ref
@@ -262,12 +265,12 @@ def measure_set(ts: TruthSet, model: torch.nn.Module, items: list[tuple[str, int
                       got["base_loss"], got["seconds"])
     else:
         delta = np.zeros(len(items), dtype=np.float64)
-        changes, base, noise, kept, seconds = [], 0.0, {}, None, 0.0
+        changes, base, noise, kept, seconds, copies = [], 0.0, {}, None, 0.0, []
         pilot_items = [items[i] for i in pilot]
         for c, part in enumerate(chunks):
             label = ts.name if len(chunks) == 1 else f"{ts.name} {c + 1}/{len(chunks)}"
             progress.phase(f"ground truth ({label}): cache activations")
-            o = RemovalOracle(model, part, dtype=dtype)
+            o = RemovalOracle(model, part, dtype, cfg.stack_bytes())
             progress.done()
             costs = o.item_costs(items)
             block = item_block(costs, w)
@@ -289,6 +292,7 @@ def measure_set(ts: TruthSet, model: torch.nn.Module, items: list[tuple[str, int
                 log.info("ground truth %s: %d items read back from %s", label, len(mine), shard.name)
                 progress.advance(len(mine))
             item_s = time.perf_counter() - t
+            copies.append(o.stack_copies)
             progress.done()
             measured: dict[str, np.ndarray] = {}
             if c == 0 and w.distributed:  # the noise floor's parts, shared out like the items
@@ -317,7 +321,7 @@ def measure_set(ts: TruthSet, model: torch.nn.Module, items: list[tuple[str, int
         if not w.is_main:
             return None
         tr = SetTruth(ts.name, ts.batches, n, len(chunks), delta, np.concatenate(changes, axis=1), noise, 0.0,
-                      base, seconds, oracle=kept)
+                      base, seconds, oracle=kept, stack_copies=min(copies))
     # float64: every no-op and regrouped evaluation counts (RemovalOracle.noise_floor). float32: ΔL is computed
     # with the same matmul shapes for L' and L, so the regrouping offset cancels; its error is measured against
     # float64 on the pilot items instead, with the stacked no-op's rounding.

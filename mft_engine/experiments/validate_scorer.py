@@ -31,7 +31,7 @@ from ..collect.distributed import (
 )
 from ..config import help_field
 from ..errors import ConfigError, ResumeError
-from ..device import device_summary, model_device, warn_fp64
+from ..device import MemoryPeaks, device_summary, model_device, warn_fp64
 from ..report import ResultsFolder, machine_info, versions
 from ..report.plots import pyplot
 from ..report.progress import Progress
@@ -103,6 +103,9 @@ class ValidateConfig(ScoringConfig):
                                 "per-example loss changes) and the intervals of the picks' mean ΔL", 1000)
     truth_chunk_examples: int = help_field("examples per ground-truth oracle (its activation cache grows with them); "
                                            "a larger set is measured chunk by chunk and the ΔL combined", 2048)
+    stack_mib: int | None = help_field("working memory (MiB) for the perturbed layer copies the ground truth evaluates "
+                                       "at once (default: 256 on a CPU; on CUDA a quarter of the free device memory, "
+                                       "at most 16384; halved when the device runs out)", None)
     resume: str | None = help_field("continue an interrupted run's .validate_<time>.partial folder: the ground-truth "
                                     "shards it finished are read back, not measured again (same settings and number "
                                     "of processes)", None)
@@ -124,6 +127,12 @@ class ValidateConfig(ScoringConfig):
             raise ConfigError(f"--resamples {self.resamples} must be >= 100 (the 95% intervals need resamples)")
         if self.truth_chunk_examples < 1:
             raise ConfigError(f"--truth-chunk-examples {self.truth_chunk_examples} must be >= 1")
+        if self.stack_mib is not None and self.stack_mib < 1:
+            raise ConfigError(f"--stack-mib {self.stack_mib} must be >= 1")
+
+    def stack_bytes(self) -> int | None:
+        """--stack-mib in bytes (None: the oracle's default for its device)."""
+        return None if self.stack_mib is None else self.stack_mib << 20
 
     def held_out_parts(self) -> list[tuple[str, int | None]]:
         """The parts of --held-out as (kind, count): ("evaluation", None) and/or ("train-last", N); [] for none."""
@@ -170,7 +179,7 @@ def _score(name: str, inputs, progress: Progress) -> tuple[dict[str, torch.Tenso
 
 
 #: config fields that may differ between a run and its resume
-_RESUME_FREE = ("out", "resume")
+_RESUME_FREE = ("out", "resume", "stack_mib")  # stack_mib: rounding only, and a resume may need less
 
 
 def _identity(cfg: ValidateConfig) -> dict[str, Any]:
@@ -236,6 +245,8 @@ def validate_scorers(cfg: ValidateConfig, progress: Progress | None = None) -> V
         folder.keep_on_failure(TRUTH_DIR)
         log.info("config: %s", cfg.to_dict())
         bench = prepare_bench(cfg, progress=progress, fits_dir=folder.path / "fits")
+        peaks = MemoryPeaks(model_device(bench.model))
+        peaks.record("prepare")
         if cfg.precision == "float64":
             warn_fp64(model_device(bench.model))
         timings = dict(bench.timings)
@@ -251,6 +262,7 @@ def validate_scorers(cfg: ValidateConfig, progress: Progress | None = None) -> V
                   for s in sets]
         scoring = truths[0]
         timings["ground_truth_s"] = time.perf_counter() - t
+        peaks.record("ground_truth")
         delta, floor, noise = scoring.delta, scoring.floor, scoring.noise
 
         verdicts: dict[str, list[ScorerVerdict]] = {tr.name: [] for tr in truths}
@@ -308,6 +320,7 @@ def validate_scorers(cfg: ValidateConfig, progress: Progress | None = None) -> V
                 progress.done()
                 del scores
 
+        peaks.record("scorers")
         best = best_signed(verdicts["scoring"])
         additivity = None
         if cfg.additivity and best is not None:
@@ -319,6 +332,7 @@ def validate_scorers(cfg: ValidateConfig, progress: Progress | None = None) -> V
                           "ratio": joint / float(singles.sum()) if singles.sum() != 0 else None,
                           "n_single_helpful": int(np.sum(singles < -floor))}
             progress.done()
+            peaks.record("additivity")
 
         timings["total_s"] = time.perf_counter() - t0
         params_per_s = len(items) / scoring.seconds if scoring.seconds else None
@@ -345,7 +359,7 @@ def validate_scorers(cfg: ValidateConfig, progress: Progress | None = None) -> V
         }
         fit_info = bench.inputs.peek("influence_fit_info")
         record = {"config": cfg.to_dict(), "versions": versions(), "machine": machine_info(),
-                  "device": device_summary(model_device(bench.model)),
+                  "device": device_summary(model_device(bench.model), peaks),
                   "model": {"source": bench.source, "n_eligible": bench.n_eligible(),
                             "excluded_patterns": list(cfg.exclude_patterns())},
                   "data": bench.data.record(), "base_loss": scoring.base_loss,

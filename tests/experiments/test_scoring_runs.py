@@ -40,6 +40,7 @@ def test_validate_scorer_json_and_folder(study_glue, tmp_path, capsys):
              "obs"}
     assert set(rec["scorers"]) == names
     assert set(rec["sets"]) == {"scoring", "heldout"} and set(rec["oracle"]) == {"scoring", "heldout"}
+    assert all(s["stack_copies"] >= 1 for s in rec["sets"].values())
     for v in rec["scorers"].values():
         assert set(v) == {"signed", "target", "scoring", "heldout"}
         for side in ("scoring", "heldout"):
@@ -64,6 +65,8 @@ def test_validate_scorer_json_and_folder(study_glue, tmp_path, capsys):
         assert (run_dir / f).is_file(), f
     full = json.loads((run_dir / "results.json").read_text())
     assert full["influence_fit"]["residuals"] and full["influence_fit"]["damping"] > 0
+    peaks = full["device"]["peak_memory"]["bytes"]
+    assert list(peaks) == ["prepare", "ground_truth", "scorers", "additivity"] and min(peaks.values()) > 0
     rows = (run_dir / "ground_truth.csv").read_text().splitlines()
     assert len(rows) == 121 and rows[0].startswith("parameter,index,delta_loss,class,delta_loss_heldout,class_heldout")
 
@@ -251,6 +254,7 @@ def _fail(args, tmp_path, capsys, *needles):
     (["--held-out", "train-last:20"], ("--held-out", "overlaps")),   # rows 20..39 include --samples 32's
     (["--held-out", "train-last:500"], ("--held-out", "training split")),
     (["--resamples", "5"], ("--resamples",)),
+    (["--stack-mib", "0"], ("--stack-mib",)),
 ])
 def test_validate_scorer_bad_input(study_glue, tmp_path, capsys, args, needles):
     _fail(["validate-scorer", *COMMON, "--data-dir", str(study_glue), *args], tmp_path, capsys, *needles)

@@ -166,6 +166,51 @@ def test_stacking_does_not_change_results(model, batches, oracle):
     assert np.allclose(oracle.delta(items), single, rtol=0, atol=1e-14 * oracle.base_loss)
 
 
+def test_stacking_budget_follows_the_device(monkeypatch):
+    from mft_engine.scoring.ground_truth import oracle as mod
+
+    assert mod.default_stack_bytes(torch.device("cpu")) == mod.CPU_STACK_BYTES
+    cuda = torch.device("cuda", 0)
+    for free, want in ((40 << 30, 10 << 30),                    # a quarter of what is free
+                       (200 << 30, mod.CUDA_STACK_MAX_BYTES),   # capped
+                       (100 << 20, mod.CPU_STACK_BYTES)):       # never below the CPU's
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device, free=free: (free, 80 << 30))
+        assert mod.default_stack_bytes(cuda) == want
+    with pytest.raises(ConfigError, match="stacking budget 0"):
+        RemovalOracle(perturbed_tiny(), make_batches(), stack_bytes=0)
+
+
+def test_out_of_memory_halves_the_stack(model, batches, oracle, monkeypatch, caplog):
+    items = [it for it in oracle.random_items(40, seed=5) if it[0].startswith("bert.encoder.layer.1.")]
+    assert len(items) >= 5
+    o = RemovalOracle(model, batches, stack_bytes=1 << 40)
+    assert o.stack_copies >= len(items)
+    real, seen = o._layer_deltas, []
+
+    def tight(layer, changes):  # a device that holds two perturbed copies at most
+        seen.append(len(changes))
+        if len(changes) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(layer, changes)
+
+    monkeypatch.setattr(o, "_layer_deltas", tight)
+    with caplog.at_level("WARNING", logger="mft_engine"):
+        got, changes = o.delta_per_example(items)
+    # the first stack failed, and the stacks of two that followed covered every item it held once
+    assert seen[0] > 2 and o.stack_copies == 2 and sum(n for n in seen if n <= 2) == seen[0]
+    assert "ran out of device memory" in caplog.text
+    want, want_changes = oracle.delta_per_example(items)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-14 * oracle.base_loss)
+    np.testing.assert_allclose(changes, want_changes, rtol=0, atol=1e-13)
+
+    def none_fits(layer, changes):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(o, "_layer_deltas", none_fits)
+    with pytest.raises(torch.OutOfMemoryError):     # one copy that does not fit is the user's to see
+        o.delta(items[:1])
+
+
 def test_zero_valued_parameter_gives_exact_zero(batches):
     m = perturbed_tiny()
     name = "bert.encoder.layer.0.intermediate.dense.weight"

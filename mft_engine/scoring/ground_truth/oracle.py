@@ -10,6 +10,7 @@ a layer), and running perturbed copies of the same layer stacked along a leading
 from __future__ import annotations
 
 import copy
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from .bert_forward import (
 Batch = dict[str, torch.Tensor]
 Item = tuple[str, int]
 
+log = logging.getLogger("mft_engine")
 _LAYER_NAME = re.compile(r"^bert\.encoder\.layer\.(\d+)\.(.+)\.(weight|bias)$")
 _EMBEDDINGS = {"bert.embeddings.word_embeddings.weight": "word", "bert.embeddings.position_embeddings.weight": "position",
                "bert.embeddings.token_type_embeddings.weight": "token_type",
@@ -53,6 +55,11 @@ _OWN_FEED_FORWARD = 0.05  # the own layer's feed-forward from one changed column
 _ATTENTION_SIDE = {"query", "key", "value", "attn_out", "ln1"}
 _LAST_ATTENTION = 0.05    # an attention-side entry of the last layer: its [CLS] rows only (feed-forward: ~0)
 _PER_ITEM = 0.01          # bookkeeping of any item
+#: stacking budget on a CPU: beyond a few copies the matmuls are as efficient as they get there
+CPU_STACK_BYTES = 256 << 20
+#: the most a CUDA oracle stacks at once, and the share of the device memory left free that it may take
+CUDA_STACK_MAX_BYTES = 16 << 30
+CUDA_STACK_SHARE = 0.25
 
 
 def _noise_part_names(n_repeats: int) -> list[str]:
@@ -72,6 +79,18 @@ class _Target:
 def _is_key_bias(t: _Target) -> bool:
     # A key bias entry shifts every score of a query by the same amount, which softmax ignores: ΔL = 0.
     return t.place == "layer" and t.change.module == "key" and not t.change.weight
+
+
+def default_stack_bytes(device: torch.device) -> int:
+    """The working memory a RemovalOracle on `device` stacks perturbed layer copies in, when not given:
+    CPU_STACK_BYTES on a CPU; on a CUDA device CUDA_STACK_SHARE of the memory free now (call it after the
+    activation cache is built), at most CUDA_STACK_MAX_BYTES and at least CPU_STACK_BYTES — a GPU evaluates
+    one stacked copy about as fast as many, so the stack is what sets its items per second. Cost: one
+    cudaMemGetInfo on CUDA."""
+    if device.type != "cuda":
+        return CPU_STACK_BYTES
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(min(CUDA_STACK_MAX_BYTES, max(CPU_STACK_BYTES, CUDA_STACK_SHARE * free)))
 
 
 def naive_loss(model: torch.nn.Module, batches: list[Batch], dtype: torch.dtype = torch.float64) -> float:
@@ -130,7 +149,8 @@ class RemovalOracle:
     is dropped; the last layer keeps [CLS] rows only). For MiniLM (6 layers, H 384, I 1536) on the
     436-sentence SST-2 scoring half (11,227 tokens) that is 1.68 GiB in float64, 0.84 GiB in float32
     (`cache_bytes` gives the figure; peak RSS measured 3.1 / 2.0 GiB with the model copies). A `delta`
-    call adds up to `stack_bytes` of working memory, and at least one perturbed copy (0.5 GiB there).
+    call adds up to `stack_bytes` of working memory (None: `default_stack_bytes` of the model's device), and
+    at least one perturbed copy (0.5 GiB there).
 
     Cost of one item: an entry of layer l re-runs layers l+1…L−2 in full and the last layer for the
     [CLS] rows (its keys and values span all tokens), plus a part of layer l that depends on the module
@@ -139,11 +159,12 @@ class RemovalOracle:
     """
 
     def __init__(self, model: torch.nn.Module, batches: list[Batch], dtype: torch.dtype = torch.float64,
-                 stack_bytes: int = 256 << 20):
+                 stack_bytes: int | None = None):
         if dtype not in (torch.float64, torch.float32):
             raise ConfigError(f"ground truth dtype {dtype} is not supported; expected torch.float64 or torch.float32")
+        if stack_bytes is not None and stack_bytes < 1:
+            raise ConfigError(f"ground-truth stacking budget {stack_bytes} bytes must be >= 1")
         self.dtype = dtype
-        self.stack_bytes = int(stack_bytes)
         self._source, self._batches = model, batches
         self._model = copy.deepcopy(model).to(dtype).eval()
         self._model.requires_grad_(False)
@@ -159,6 +180,7 @@ class RemovalOracle:
         self.base_ce = self.cache.ce
         self.base_loss = float(self.base_ce.double().sum() / self.n)
         self.cache_bytes = self.cache.nbytes()
+        self.stack_bytes = int(stack_bytes) if stack_bytes is not None else default_stack_bytes(device)
         self.timings: dict[str, dict[str, float]] = {}
         self._sink: list[tuple[np.ndarray, np.ndarray | None]] | None = None
         self.last_rate = float("nan")
@@ -168,6 +190,11 @@ class RemovalOracle:
         attn = sum(w.heads * g.count * g.length ** 2 for g in self.packed.groups)
         # Working set of one stacked copy: a feed-forward activation, ~10 hidden-sized tensors, the scores.
         self._copy_bytes = (self.packed.n_tokens * (inter + 10 * w.hidden) + attn) * self._model_itemsize()
+
+    @property
+    def stack_copies(self) -> int:
+        """Perturbed copies of a layer evaluated at once: `stack_bytes` over one copy's working set, >= 1."""
+        return max(1, self.stack_bytes // max(1, self._copy_bytes))
 
     def _model_itemsize(self) -> int:
         return torch.empty((), dtype=self.dtype).element_size()
@@ -286,17 +313,23 @@ class RemovalOracle:
         done = skipped
         if on_item is not None and done:
             on_item(done)
-        per = stack or max(1, self.stack_bytes // max(1, self._copy_bytes))
+        per = stack or self.stack_copies
         with torch.no_grad():
             for (place, layer), ks in sorted(todo.items(), key=lambda kv: (kv[0][0] != "layer", kv[0])):
                 t0 = time.perf_counter()
-                chunk = per if place == "layer" else 1
-                for c0 in range(0, len(ks), chunk):
-                    part = ks[c0:c0 + chunk]
+                c0 = 0
+                while c0 < len(ks):
+                    part = ks[c0:c0 + (per if place == "layer" else 1)]
                     changes = [targets[k].change for k in part]
                     self._sink = [] if keep is not None else None
                     if place == "layer":
-                        out[part] = self._layer_deltas(layer, changes)
+                        try:
+                            out[part] = self._layer_deltas(layer, changes)
+                        except torch.OutOfMemoryError:
+                            if len(part) == 1:
+                                raise
+                            per = self._shrink_stack(len(part))
+                            continue
                     elif place == "embedding":
                         out[part] = [self._embedding_delta(changes[0])]
                     else:
@@ -304,6 +337,7 @@ class RemovalOracle:
                     if keep is not None:
                         self._keep_rows(keep, part)
                     done += len(part)
+                    c0 += len(part)
                     if on_item is not None:
                         on_item(done)
                 key = f"layer.{layer}" if place == "layer" else place
@@ -313,6 +347,17 @@ class RemovalOracle:
         self.last_seconds = time.perf_counter() - start
         self.last_rate = len(items) / self.last_seconds if self.last_seconds > 0 else float("inf")
         return out
+
+    def _shrink_stack(self, failed: int) -> int:
+        # A device out of memory for a stack of `failed` copies (the budget guessed the free memory, the
+        # working set is an estimate): half of it from now on, for this and every later call.
+        per = max(1, failed // 2)
+        self.stack_bytes = per * self._copy_bytes
+        log.warning("ground truth: a stack of %d perturbed copies ran out of device memory; stacking %d from now on",
+                    failed, per)
+        if self.weights.layers[0].i_w.is_cuda:
+            torch.cuda.empty_cache()
+        return per
 
     def _loss_change(self, ce: torch.Tensor, seqs: torch.Tensor | None = None) -> np.ndarray:
         # Σ(ce' − ce) / n per stack entry, summed in float64 so a float32 oracle adds no rounding here.
