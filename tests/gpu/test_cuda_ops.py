@@ -109,3 +109,21 @@ def test_literal_is_not_contracted_into_an_fma(dtype):
         want = ops.detrimental_score(theta, grad, 3e-5, rank_by=rank_by, literal=True)
         got = ops.detrimental_score(theta.cuda(), grad.cuda(), 3e-5, rank_by=rank_by, literal=True)
         si.assert_bits_equal(want, got.cpu(), f"literal {rank_by} {dtype}")
+
+
+def test_the_kernels_are_compiled_not_interpreted():
+    """The checks above mean something only if the CUDA kernels are Triton's compiled ones: a kernel module
+    imported with TRITON_INTERPRET set stays interpreted for the session (and runs on the host)."""
+    import importlib
+    import os
+
+    from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.jit import JITFunction
+
+    from mft_engine.ops import triton as triton_kernels
+
+    assert os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
+    for module in {m for m, _ in triton_kernels.KERNELS.values()}:
+        mod = importlib.import_module(f"{triton_kernels.__name__}.{module}")
+        kernels = [v for v in vars(mod).values() if isinstance(v, (JITFunction, InterpretedFunction))]
+        assert kernels and not any(isinstance(k, InterpretedFunction) for k in kernels), module

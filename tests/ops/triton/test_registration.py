@@ -6,6 +6,7 @@ import importlib
 import inspect
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 
@@ -54,3 +55,24 @@ def test_without_triton_nothing_is_registered_and_the_cpu_ops_work():
         "print('ok')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_on_a_cuda_machine_no_kernel_is_interpreted():
+    """Where CUDA is available this directory's conftest must not decorate the kernels under the
+    interpreter (they would stay interpreted for the session, and tests/gpu would check the interpreter on
+    device tensors): collected with CUDA faked, the interpreter tests are left out, the CUDA case of the
+    compile test is in, and every kernel module that got imported holds compiled kernels."""
+    code = (
+        "import os, sys, torch, pytest\n"
+        "os.environ.pop('TRITON_INTERPRET', None)\n"
+        "torch.cuda.is_available = lambda: True\n"
+        "code = pytest.main(['--collect-only', '-q', '-p', 'no:cacheprovider', 'tests/ops/triton'])\n"
+        "from triton.runtime.interpreter import InterpretedFunction\n"
+        "mods = [m for n, m in sys.modules.items() if n.startswith('mft_engine.ops.triton.')]\n"
+        "bad = [f'{m.__name__}.{k}' for m in mods for k, v in vars(m).items() if isinstance(v, InterpretedFunction)]\n"
+        "print('interpreted:', bad, 'env:', os.environ.get('TRITON_INTERPRET'), 'code:', int(code))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False,
+                         cwd=Path(__file__).resolve().parents[3])
+    assert "interpreted: [] env: None code: 0" in out.stdout, out.stdout[-3000:] + out.stderr[-2000:]
+    assert "test_kernels.py" not in out.stdout
+    assert "test_compiled_fullgraph_equals_eager[cuda]" in out.stdout
