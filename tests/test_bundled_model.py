@@ -77,3 +77,13 @@ def test_minilm_sst2_loads_merged_with_named_labels_and_refuses_other_heads():
         load_model("minilm-sst2", 3)
     with pytest.raises(ModelError, match="regression"):
         load_model("minilm-sst2", 1, problem_type="regression")
+
+
+def test_minilm_random_has_minilm_s_shapes_and_random_weights():
+    """minilm-random stands in for minilm where its weights are not installed (a lent GPU): the same
+    parameter names and shapes, other values."""
+    base, rand = load_model("minilm", 2).model, load_model("minilm-random", 2).model
+    shapes = lambda m: {n: tuple(p.shape) for n, p in m.named_parameters()}
+    assert shapes(rand) == shapes(base)
+    name = "bert.encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(dict(rand.named_parameters())[name], dict(base.named_parameters())[name])

@@ -11,6 +11,7 @@ from ..config import RunConfig
 from ..device import check_device_spec
 from ..errors import ConfigError
 from ..fields import field_help
+from ..models.loading import RANDOM_SHAPES
 from .apps import bench_app
 from .output import command_progress
 
@@ -41,7 +42,7 @@ def _print_bench(data: dict, json_out: bool) -> None:
 
 @bench_app.command("zeroing")
 def bench_zeroing(
-    model: str = typer.Option("bert-base-random", help="bert-base-random | bert-tiny-random"),
+    model: str = typer.Option("bert-base-random", help="bert-base-random | minilm-random | bert-tiny-random"),
     fraction: float = typer.Option(0.1, help="fraction of detrimental eligible parameters to zero"),
     repeats: int = typer.Option(3, help="runs per formulation (median reported)"),
     compiled: bool = typer.Option(True, "--compiled/--no-compiled", help="include the torch.compile formulation"),
@@ -53,8 +54,8 @@ def bench_zeroing(
     and the read bound."""
     from ..bench.zeroing import run as run_zeroing
 
-    if model not in ("bert-base-random", "bert-tiny-random"):
-        raise ConfigError(f"--model {model} must be bert-base-random or bert-tiny-random for bench zeroing")
+    if model not in RANDOM_SHAPES:
+        raise ConfigError(f"--model {model} must be one of {', '.join(RANDOM_SHAPES)} for bench zeroing")
     check_device_spec(device)
     _print_bench(run_zeroing(model, fraction, repeats=repeats, compiled=compiled, heap=heap, device=device),
                  json_out)

@@ -43,7 +43,7 @@ class StudyConfig(FlatConfig):
     method, learning rate or placement fails before anything runs, naming the flag.
     """
 
-    model: str = help_field("minilm | bert-base-random | bert-tiny-random | a checkpoint folder | a Hub id", "minilm")
+    model: str = help_field("minilm | bert-base-random | minilm-random | bert-tiny-random | a checkpoint folder | a Hub id", "minilm")
     data: DataConfig = compose(DataConfig, help={
         "samples": "training rows in the study's pool (default: all)",
         "sample_order": "first (first N rows) | seeded (N rows drawn with the seed)",

