@@ -145,6 +145,23 @@ def synchronize(device: torch.device) -> None:
         xm.wait_device_ops()
 
 
+def free_memory_bytes(device: torch.device) -> int | None:
+    """Memory the device's allocator can still get, in bytes (cudaMemGetInfo's free: it counts neither
+    what torch's caching allocator holds unused nor other processes' use); None for a CPU or XLA device,
+    whose working sets are bounded by the caller's own budgets instead. Cost: one device query."""
+    if device.type != "cuda":
+        return None
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(free)
+
+
+def release_cached_memory(device: torch.device) -> None:
+    """Hand the caching allocator's unused blocks back to the device (after an out-of-memory error, so a
+    smaller retry finds them); nothing elsewhere."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def model_device(model: torch.nn.Module) -> torch.device:
     """The device of the model's first parameter (cpu for a model without parameters)."""
     p = next(model.parameters(), None)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...device import free_memory_bytes, release_cached_memory
 from ...errors import ConfigError, ModelError
 from ..objective import math_attention, model_inputs
 from .bert_forward import (
@@ -55,7 +56,7 @@ _OWN_FEED_FORWARD = 0.05  # the own layer's feed-forward from one changed column
 _ATTENTION_SIDE = {"query", "key", "value", "attn_out", "ln1"}
 _LAST_ATTENTION = 0.05    # an attention-side entry of the last layer: its [CLS] rows only (feed-forward: ~0)
 _PER_ITEM = 0.01          # bookkeeping of any item
-#: stacking budget on a CPU: beyond a few copies the matmuls are as efficient as they get there
+#: stacking budget on a CPU: the one every CPU ground-truth figure in README was measured with
 CPU_STACK_BYTES = 256 << 20
 #: the most a CUDA oracle stacks at once, and the share of the device memory left free that it may take
 CUDA_STACK_MAX_BYTES = 16 << 30
@@ -84,12 +85,12 @@ def _is_key_bias(t: _Target) -> bool:
 def default_stack_bytes(device: torch.device) -> int:
     """The working memory a RemovalOracle on `device` stacks perturbed layer copies in, when not given:
     CPU_STACK_BYTES on a CPU; on a CUDA device CUDA_STACK_SHARE of the memory free now (call it after the
-    activation cache is built), at most CUDA_STACK_MAX_BYTES and at least CPU_STACK_BYTES — a GPU evaluates
-    one stacked copy about as fast as many, so the stack is what sets its items per second. Cost: one
+    activation cache is built), at most CUDA_STACK_MAX_BYTES and at least CPU_STACK_BYTES, because on a GPU
+    a larger stack means fewer and larger launches per item (not yet measured on one). Cost: one
     cudaMemGetInfo on CUDA."""
-    if device.type != "cuda":
+    free = free_memory_bytes(device)
+    if free is None:
         return CPU_STACK_BYTES
-    free, _ = torch.cuda.mem_get_info(device)
     return int(min(CUDA_STACK_MAX_BYTES, max(CPU_STACK_BYTES, CUDA_STACK_SHARE * free)))
 
 
@@ -355,8 +356,7 @@ class RemovalOracle:
         self.stack_bytes = per * self._copy_bytes
         log.warning("ground truth: a stack of %d perturbed copies ran out of device memory; stacking %d from now on",
                     failed, per)
-        if self.weights.layers[0].i_w.is_cuda:
-            torch.cuda.empty_cache()
+        release_cached_memory(self.weights.layers[0].i_w.device)
         return per
 
     def _loss_change(self, ce: torch.Tensor, seqs: torch.Tensor | None = None) -> np.ndarray:
