@@ -60,8 +60,9 @@ def _real_tokens(batches: list[dict]) -> int:
 def run(model: str = "minilm", task: str = "sst2", samples: int = 512, reduction: str = "batch-sum",
         precision: str = "fp32", repeats: int = 3, data_dir: str | None = None, device: str = "auto") -> dict[str, Any]:
     """All loops side by side in one process on `device` (the plain loops' batches are moved there once,
-    before timing; the engine moves each part as `mft run` does); medians of `repeats` runs each; returns
-    the JSON object."""
+    before timing; the engine moves each part as `mft run` does); medians of `repeats` runs each, after the
+    engine's first call, which is reported apart (`engine_first_call_s`: on CUDA it compiles the Triton
+    kernels); returns the JSON object."""
     from ..masking import eligible_parameters, select_detrimental
     from ..config import EXCLUDE_PRESETS
     from ..report import machine_info
@@ -122,7 +123,11 @@ def run(model: str = "minilm", task: str = "sst2", samples: int = 512, reduction
     out: dict[str, Any] = {"model": model, "task": task, "samples": n_used, "reduction": reduction,
                            "train_mode": train_mode, "threads": torch.get_num_threads(), "machine": machine_info(),
                            "device": device_summary(dev)}
-    engine()  # warm-up (allocator, thread pool)
+    synchronize(dev)
+    t = time.perf_counter()
+    engine()  # warm-up (allocator, thread pool; on CUDA the Triton kernels' compilation), timed apart
+    synchronize(dev)
+    out["engine_first_call_s"] = time.perf_counter() - t
     t_engine, state = timed(engine)
     t_plain, _ = timed(lambda: plain_loop(m, plain, train_mode, plain_den))
     t_orig, _ = timed(lambda: plain_loop(m, padded128, train_mode, orig_den))
