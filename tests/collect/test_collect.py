@@ -141,3 +141,54 @@ def test_sparse_embedding_gradients_match_dense():
             assert torch.equal(sparse.pos_count[n] + sparse.neg_count[n] > 0, dense.pos_count[n] + dense.neg_count[n] > 0)
         else:
             assert torch.equal(sparse.grad_sum[n], dense.grad_sum[n]), n
+
+
+def test_flat_gradients_equal_the_per_tensor_path_bit_for_bit():
+    """The dense gradients live in one buffer and one accumulate_ adds a batch (FlatGrads): over batches
+    split into parts, the sums equal those of per-tensor accumulation of freshly allocated gradients."""
+    from mft_engine import ops
+
+    model = tiny_bert()
+    batches = []
+    for s in range(3):
+        b = synthetic_batch(12, 10, seed=10 + s)
+        halves = [{k: v[:6] for k, v in b.items()}, {k: v[6:] for k, v in b.items()}]
+        batches.append(Batch(halves, 12.0))
+    state = collect_gradients(model, batches, train_mode=False, activation_stats=False)
+    named = list(model.named_parameters())
+    ref = GradientState.zeros_like([(n, p.detach()) for n, p in named])
+    for b in batches:
+        for part in b.parts:
+            inputs = {k: v for k, v in part.items() if k != "labels"}
+            (F.cross_entropy(model(**inputs).logits.float(), part["labels"], reduction="sum") / 12.0).backward()
+        for n, p in named:
+            ops.accumulate_(ref.grad_sum[n], ref.sq_sum[n], ref.pos_count[n], ref.neg_count[n], p.grad)
+            p.grad = None
+    for n in state.names:
+        for a, b in ((state.grad_sum, ref.grad_sum), (state.sq_sum, ref.sq_sum), (state.pos_count, ref.pos_count),
+                     (state.neg_count, ref.neg_count)):
+            assert torch.equal(a[n], b[n]), n
+    ptrs = {state.grad_sum[n].untyped_storage().data_ptr() for n in state.names}
+    assert len(ptrs) == 1, "the sums are views of one buffer"
+    assert all(p.grad is None for _, p in named), "collection leaves no gradient behind"
+
+
+def test_a_gradient_put_in_place_of_its_view_still_counts_once():
+    """If something replaces p.grad during backward (here a hook, after the first of a batch's two parts),
+    the later parts add into the replacement, not the view: FlatGrads adds the replacement, once."""
+    batches = []
+    for s in range(2):
+        b = synthetic_batch(8, 12, seed=s)
+        batches.append(Batch([{k: v[:4] for k, v in b.items()}, {k: v[4:] for k, v in b.items()}], 8.0))
+    model = tiny_bert()
+    p = model.get_parameter("classifier.weight")
+    handle = p.register_post_accumulate_grad_hook(lambda t: setattr(t, "grad", t.grad.clone()))
+    try:
+        hooked = collect_gradients(model, batches, train_mode=False)
+    finally:
+        handle.remove()
+    plain = collect_gradients(tiny_bert(), batches, train_mode=False)
+    for n in plain.names:
+        for a, b in ((hooked.grad_sum, plain.grad_sum), (hooked.sq_sum, plain.sq_sum),
+                     (hooked.pos_count, plain.pos_count), (hooked.neg_count, plain.neg_count)):
+            assert torch.equal(a[n], b[n]), n
