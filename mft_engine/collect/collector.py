@@ -122,8 +122,8 @@ class FlatGrads:
     the sign of a zero, which no statistic sees.
 
     `install()` zeroes the buffers and sets each p.grad to its view (before a batch's first backward);
-    `accumulate(state)` adds them into the state, and adds separately any gradient that autograd put in
-    place of its view. Construction rebinds the state's tensors of these parameters to views of flat
+    `accumulate()` adds them into the state's sums, after copying into its view any gradient that
+    something put in place of the view (the later parts were added there). Construction rebinds the state's tensors of these parameters to views of flat
     buffers (one copy, 16 bytes per parameter, unless they are views already). Memory: the gradient
     buffer, as many bytes as the parameters.
     """
@@ -153,8 +153,8 @@ class FlatGrads:
             for n, p in members:
                 p.grad = views[n]
 
-    def accumulate(self, state: GradientState) -> None:
-        """Add the gradients since `install` into `state` (one accumulate_ per buffer)."""
+    def accumulate(self) -> None:
+        """Add the gradients since `install` into the state's sums (one accumulate_ per buffer)."""
         for grad, views, members, sums in self.groups:
             for n, p in members:
                 if p.grad is not None and p.grad is not views[n]:  # autograd replaced the view: the
@@ -279,7 +279,7 @@ def collect_gradients(
                 loss_total += loss.detach()
             with torch.no_grad():
                 if flat is not None:
-                    flat.accumulate(state)
+                    flat.accumulate()
                 for n, p in named:
                     if n in sparse and p.grad is not None:  # None: not reached by this batch, its gradient is 0
                         accumulate_grad(state, n, p.grad)
