@@ -93,8 +93,8 @@ def sparse_embedding_grads(model: torch.nn.Module, enabled: bool = True):
     """Within the block, nn.Embedding tables with ≥ SPARSE_EMBEDDING_MIN_ROWS rows produce sparse grads."""
     changed = []
     if enabled:
-        for mod in model.modules():
-            if isinstance(mod, torch.nn.Embedding) and mod.num_embeddings >= SPARSE_EMBEDDING_MIN_ROWS and not mod.sparse:
+        for mod in _sparse_tables(model):
+            if not mod.sparse:
                 mod.sparse = True
                 changed.append(mod)
     try:
@@ -104,12 +104,16 @@ def sparse_embedding_grads(model: torch.nn.Module, enabled: bool = True):
             mod.sparse = False
 
 
+def _sparse_tables(model: torch.nn.Module) -> list[torch.nn.Embedding]:
+    return [m for m in model.modules()
+            if isinstance(m, torch.nn.Embedding) and m.num_embeddings >= SPARSE_EMBEDDING_MIN_ROWS]
+
+
 def sparse_grad_names(model: torch.nn.Module, enabled: bool = True) -> set[str]:
     """Names of the parameters `sparse_embedding_grads(model, enabled)` gives sparse gradients."""
     if not enabled:
         return set()
-    big = {id(m.weight) for m in model.modules()
-           if isinstance(m, torch.nn.Embedding) and m.num_embeddings >= SPARSE_EMBEDDING_MIN_ROWS}
+    big = {id(m.weight) for m in _sparse_tables(model)}
     return {n for n, p in model.named_parameters() if id(p) in big}
 
 
@@ -123,9 +127,9 @@ class FlatGrads:
 
     `install()` zeroes the buffers and sets each p.grad to its view (before a batch's first backward);
     `accumulate()` adds them into the state's sums, after copying into its view any gradient that
-    something put in place of the view (the later parts were added there). Construction rebinds the state's tensors of these parameters to views of flat
-    buffers (one copy, 16 bytes per parameter, unless they are views already). Memory: the gradient
-    buffer, as many bytes as the parameters.
+    something put in place of the view (the later parts were added there). Construction rebinds the
+    state's tensors of these parameters to views of flat buffers (one copy, 16 bytes per parameter, unless
+    they are views already). Memory: the gradient buffer, as many bytes as the parameters.
     """
 
     def __init__(self, named: list[tuple[str, torch.nn.Parameter]], state: GradientState):
@@ -255,6 +259,7 @@ def collect_gradients(
     sparse_on = sparse_embeddings and supports_sparse_grads(device)
     sparse = sparse_grad_names(model, sparse_on)
     dense = [(n, p) for n, p in named if n not in sparse]
+    sparse_named = [(n, p) for n, p in named if n in sparse]
     flat = FlatGrads(dense, state) if dense else None
     sparse_cm = sparse_embedding_grads(model, sparse_on)
     sparse_cm.__enter__()
@@ -280,8 +285,8 @@ def collect_gradients(
             with torch.no_grad():
                 if flat is not None:
                     flat.accumulate()
-                for n, p in named:
-                    if n in sparse and p.grad is not None:  # None: not reached by this batch, its gradient is 0
+                for n, p in sparse_named:
+                    if p.grad is not None:  # None: not reached by this batch, its gradient is 0
                         accumulate_grad(state, n, p.grad)
                         p.grad = None
             graph_boundary(device)

@@ -23,12 +23,6 @@ class StateError(MftError, ValueError):
     """A gradient-state file is missing, unreadable, or does not match the model."""
 
 
-def _own(t: torch.Tensor) -> torch.Tensor:
-    # Collection keeps the sums as views of one buffer (collector.FlatGrads); older safetensors releases
-    # refuse tensors that share a storage, so a view is written from a copy of its own.
-    return t if t.untyped_storage().nbytes() == t.nbytes else t.clone()
-
-
 @dataclass
 class GradientState:
     """Sums collected over the batches of one pass. Memory: 4 × 4 bytes per parameter."""
@@ -93,7 +87,7 @@ class GradientState:
         tensors: dict[str, torch.Tensor] = {}
         for prefix, d in zip(_PREFIXES, (self.grad_sum, self.sq_sum, self.pos_count, self.neg_count)):
             for n in self.names:
-                tensors[f"{prefix}/{n}"] = _own(d[n].cpu().contiguous())
+                tensors[f"{prefix}/{n}"] = d[n].cpu().contiguous()
         for m, t in self.act_sq.items():
             tensors[f"act_sq/{m}"] = t.cpu().contiguous()
         for k, t in (extra_tensors or {}).items():

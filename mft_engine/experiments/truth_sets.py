@@ -3,8 +3,9 @@
 `truth_sets` builds the scoring half and the held-out set of --held-out (`TruthSet`); `measure_set` zeroes
 every sampled item alone on one set, in chunks of examples (`chunked`), each torchrun rank its `item_block`
 of the items (cut by RemovalOracle.item_costs) and its `noise_share` of the noise floor, writing each
-(chunk, rank) result as a shard under the run folder's TRUTH_DIR that --resume reads back, and returns the set's `SetTruth` (ΔL, per-example loss changes, noise
-floor, bootstrap classes; `SetTruth.judge` judges a scorer against them); `reuse_ground_truth` reads the
+(chunk, rank) result as a shard under the run folder's TRUTH_DIR that --resume reads back, and returns
+the set's `SetTruth` (ΔL, per-example loss changes, noise floor, bootstrap classes; `SetTruth.judge`
+judges a scorer against them); `reuse_ground_truth` reads the
 same from an earlier run's folder instead (--ground-truth). experiments/validate_scorer.py runs the
 pipeline around it.
 """

@@ -184,6 +184,7 @@ class RemovalOracle:
         self.stack_bytes = int(stack_bytes) if stack_bytes is not None else default_stack_bytes(device)
         self.timings: dict[str, dict[str, float]] = {}
         self._sink: list[tuple[np.ndarray, np.ndarray | None]] | None = None
+        self._seq_of_token: torch.Tensor | None = None  # [T], for the embedding items (_readers)
         self.last_rate = float("nan")
         self.last_seconds = 0.0
         w = self.weights
@@ -393,7 +394,9 @@ class RemovalOracle:
         ids = {"word": self.packed.input_ids, "position": self.packed.position_ids,
                "token_type": self.packed.token_type_ids}[ch.module]
         hit = ids == ch.i
-        return hit, torch.unique(self.packed.seq_of_token().to(hit.device)[hit]).cpu()
+        if self._seq_of_token is None:
+            self._seq_of_token = self.packed.seq_of_token().to(hit.device)
+        return hit, torch.unique(self._seq_of_token[hit]).cpu()
 
     def _embedding_delta(self, ch: Change) -> float:
         w, packed, cache = self.weights, self.packed, self.cache
